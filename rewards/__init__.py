@@ -1,0 +1,35 @@
+"""Reward functions for GSM8K post-training, and the registry that names them.
+
+Each reward is one pure function with verl's custom-reward signature
+`fn(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict`.
+verl loads a reward by file and function name (`reward.custom_reward_function.path/.name`);
+Python callers (evaluation, the SFT notebook) pick one by registry name:
+
+    >>> from rewards import get_reward
+    >>> get_reward("gsm8k_flexible")(None, "The answer is 18.", "18")["acc"]
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from rewards import gsm8k
+
+RewardFn = Callable[..., dict[str, Any]]
+
+REWARDS: dict[str, RewardFn] = {
+    "gsm8k_strict": partial(gsm8k.compute_score, mode="strict"),
+    "gsm8k_flexible": partial(gsm8k.compute_score, mode="flexible"),
+    "gsm8k_xml": gsm8k.compute_xml_score,
+}
+
+
+def get_reward(name: str) -> RewardFn:
+    """The reward registered as `name`; an unknown name raises KeyError listing the known ones."""
+    try:
+        return REWARDS[name]
+    except KeyError:
+        raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(REWARDS))}") from None
