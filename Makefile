@@ -27,7 +27,7 @@ venv: $(VENV)/.synced
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/shellcheck scripts/*.sh .ci/run
+	find . -name '*.sh' -not -path './.venv/*' -not -path './models/*' -print0 | xargs -0 $(BIN)/shellcheck .ci/run
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

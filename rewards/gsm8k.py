@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["MODES", "canonical_number", "compute_score", "compute_xml_score", "extract_answer"]
@@ -40,10 +41,10 @@ _WINDOW = 64
 _MAX_PHRASES = 20
 
 # A signed number with optional `$`, thousands separators and decimals, e.g. "-$1,234.50".
-_NUMBER = re.compile(r"(?P<sign>[-\u2212]?)[ \t]*\$?[ \t]*(?P<sign2>[-\u2212]?)(?P<num>\d[\d,]*(?:\.\d+)?|\.\d+)")
+_NUMBER = re.compile(r"\s*(?P<sign>[-\u2212]?)[ \t]*\$?[ \t]*(?P<sign2>[-\u2212]?)(?P<num>\d[\d,]*(?:\.\d+)?|\.\d+)")
 # What may sit between "answer" and its number: "answer is", "Answer:", "**Answer:** $", "answer = ".
 _AFTER_PHRASE = re.compile(r"[ \t*:=]*(?:is|was|would be|will be|should be)?[ \t*:=]*(?:approximately|about)?[ \t]*")
-_SPACE = re.compile(r"\s*")
+_CONTINUES = frozenset("0123456789,.")
 _DIGITS = "0123456789"
 
 
@@ -62,24 +63,31 @@ def canonical_number(text: Any) -> str | None:
 
 
 def _canonical(m: re.Match[str]) -> str | None:
-    digits = m["num"].replace(",", "")
+    sign, sign2, digits = m.groups()
+    if "," in digits:
+        digits = digits.replace(",", "")
+    if "." not in digits:  # the common case: an integer
+        value = int(digits)
+        return str(-value) if sign or sign2 else str(value)
     try:
-        value = Decimal(digits)
+        decimal = Decimal(digits)
     except InvalidOperation:
         return None
-    if m["sign"] or m["sign2"]:
-        value = -value
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
+    if sign or sign2:
+        decimal = -decimal
+    if decimal == decimal.to_integral_value():
+        return str(int(decimal))
+    return format(decimal.normalize(), "f")
 
 
 def _number_at(text: str, start: int) -> str | None:
     """The number at text[start:], allowing leading whitespace and `$`; None if there is none."""
-    pos = _SPACE.match(text, start, start + _WINDOW).end()
-    m = _NUMBER.match(text, pos, pos + _WINDOW)
+    end = start + _WINDOW
+    m = _NUMBER.match(text, start, end)
+    if m is None:
+        return None
     # A match that fills the whole window may be the head of a longer number: reject, don't truncate.
-    if m is None or m.end() == pos + _WINDOW:
+    if m.end() == end and end < len(text) and text[end] in _CONTINUES:
         return None
     return _canonical(m)
 
@@ -171,12 +179,12 @@ def extract_answer(text: Any, mode: str = "strict") -> str | None:
     >>> extract_answer("... so the answer is $1,008.", mode="flexible")
     '1008'
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown GSM8K reward mode {mode!r}; known modes: {', '.join(MODES)}")
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
         return None
     if mode == "strict":
         return _strict(text)
+    if mode != "flexible":
+        raise ValueError(f"unknown GSM8K reward mode {mode!r}; known modes: {', '.join(MODES)}")
     for finder in _FLEXIBLE_ORDER:
         answer = finder(text)
         if answer is not None:
@@ -184,8 +192,10 @@ def extract_answer(text: Any, mode: str = "strict") -> str | None:
     return None
 
 
-def _same_number(a: str, b: str) -> bool:
-    return Decimal(a) == Decimal(b)
+@lru_cache(maxsize=4096)
+def _truth(ground_truth: str) -> str | None:
+    # Ground truths repeat across the n rollouts of a prompt and across epochs: parse each once.
+    return canonical_number(ground_truth)
 
 
 def compute_score(
@@ -217,10 +227,10 @@ def compute_score(
     {'score': 0.1, 'acc': 0.0, 'pred': '41'}
     """
     pred = extract_answer(solution_str, mode)
-    truth = canonical_number(ground_truth if isinstance(ground_truth, str) else str(ground_truth))
     if pred is None:
         return {"score": 0.0, "acc": 0.0, "pred": ""}
-    correct = truth is not None and _same_number(pred, truth)
+    # Canonical spellings are unique (no separators, no trailing zeros), so equal numbers are equal strings.
+    correct = pred == _truth(ground_truth if isinstance(ground_truth, str) else str(ground_truth))
     return {
         "score": float(correct_score if correct else format_score),
         "acc": 1.0 if correct else 0.0,
@@ -262,8 +272,7 @@ def compute_xml_score(
     if not isinstance(solution_str, str):
         return {"score": 0.0, "acc": 0.0, "pred": "", "format": 0.0}
     pred = _answer_tag(solution_str) or ""
-    truth = canonical_number(ground_truth if isinstance(ground_truth, str) else str(ground_truth))
-    correct = bool(pred) and truth is not None and _same_number(pred, truth)
+    correct = bool(pred) and pred == _truth(ground_truth if isinstance(ground_truth, str) else str(ground_truth))
     well_formed = _xml_well_formed(solution_str)
     score = correct_score * correct + format_weight * well_formed
     return {"score": float(score), "acc": float(correct), "pred": pred, "format": float(well_formed)}

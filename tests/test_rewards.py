@@ -1,0 +1,255 @@
+"""rewards/: what each mode accepts and rejects, the dict contract, and bounded time on hostile input."""
+
+from __future__ import annotations
+
+import doctest
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import data.prompt
+import rewards
+import rewards.gsm8k
+from rewards.gsm8k import canonical_number, compute_score, compute_xml_score, extract_answer
+
+KEYS = {"score", "acc", "pred"}
+
+
+def score(response, truth, **kwargs):
+    return compute_score("openai/gsm8k", response, truth, **kwargs)
+
+
+STRICT_CASES = [
+    ("Natalia sold 48+24 = 72 clips.\n#### 72", "72", 1.0),  # the reference format
+    ("#### 72", "72", 1.0),  # marker only
+    ("####72", "72", 1.0),  # no space after the marker
+    ("#### 12,500", "12500", 1.0),  # thousands separator in the response
+    ("#### 12500", "12,500", 1.0),  # thousands separator in the ground truth
+    ("#### 1,234,567", "1234567", 1.0),  # several separators
+    ("#### $18", "18", 1.0),  # leading dollar sign
+    ("#### $ 18", "18", 1.0),  # dollar sign and a space
+    ("#### 18.", "18", 1.0),  # trailing period
+    ("#### 18 dollars", "18", 1.0),  # trailing unit
+    ("#### 25%", "25", 1.0),  # trailing percent
+    ("#### 42.0", "42", 1.0),  # trailing zero decimal
+    ("#### 42.00", "42", 1.0),  # two trailing zeros
+    ("#### 007", "7", 1.0),  # leading zeros
+    ("#### -5", "-5", 1.0),  # negative answer
+    ("#### -$5", "-5", 1.0),  # minus before the dollar sign
+    ("#### $-5", "-5", 1.0),  # minus after the dollar sign
+    ("#### 2.5", "2.5", 1.0),  # decimal answer
+    ("#### 0.50", "0.5", 1.0),  # decimal with a trailing zero
+    ("#### \n 72", "72", 1.0),  # newline between marker and number
+    ("#### 5\nWait, I made an error.\n#### 72", "72", 1.0),  # the LAST marker counts
+    ("#### 72\nWait, I made an error.\n#### 5", "72", 0.0),  # ... also when it is wrong
+    ("#### 72\n" + "I am confident in this. " * 200, "72", 1.0),  # marker far from the end
+    ("#### 71", "72", 0.0),  # wrong number
+    ("#### 720", "72", 0.0),  # a prefix of the right number is not right
+    ("#### 7.2", "72", 0.0),  # decimal point is not a separator
+    ("#### -72", "72", 0.0),  # sign matters
+    ("The answer is 72.", "72", 0.0),  # no marker: strict wants the format
+    ("\\boxed{72}", "72", 0.0),  # boxed is not the strict format
+    ("####", "72", 0.0),  # marker with nothing after it
+    ("#### seventy-two", "72", 0.0),  # words are not numbers
+    ("", "72", 0.0),  # empty response
+]
+
+FLEXIBLE_CASES = [
+    ("Reasoning...\n#### 72", "72", 1.0),  # marker wins
+    ("so 70 + 2 = 72\n#### 72\nThat's 3 more than 69.", "72", 1.0),  # marker beats a later number
+    ("The total is \\boxed{72}.", "72", 1.0),  # boxed
+    ("\\boxed{12{,}500}", "12500", 1.0),  # LaTeX thousands separator
+    ("\\boxed{\\$18}", "18", 1.0),  # escaped dollar in boxed
+    ("First \\boxed{5}, no wait \\boxed{72}", "72", 1.0),  # last boxed
+    ("The answer is 72.", "72", 1.0),  # answer phrase
+    ("The answer is: $1,008.", "1008", 1.0),  # phrase with colon, dollar, separators
+    ("**Answer:** 72", "72", 1.0),  # markdown bold answer line
+    ("Final answer: -5 degrees", "-5", 1.0),  # negative via phrase
+    ("The answer is 72. Check: 72 - 2 = 70.", "72", 1.0),  # phrase beats the last number
+    ("<answer>72</answer>", "72", 1.0),  # answer tag
+    ("<reasoning>6*12</reasoning><answer> 72 </answer>", "72", 1.0),  # tag with spaces
+    ("She has 48 + 24 = 72 clips", "72", 1.0),  # last number fallback
+    ("It drops to -5 degrees", "-5", 1.0),  # last number, negative
+    ("Total: 12,500 loaves", "12500", 1.0),  # last number with separator
+    ("She has 72 clips. That is 3 bags.", "72", 0.0),  # last number is not the answer
+    ("No digits here.", "72", 0.0),  # nothing to extract
+]
+
+
+@pytest.mark.parametrize(("response", "truth", "expected"), STRICT_CASES)
+def test_strict(response, truth, expected):
+    assert score(response, truth)["score"] == expected
+
+
+@pytest.mark.parametrize(("response", "truth", "expected"), FLEXIBLE_CASES)
+def test_flexible(response, truth, expected):
+    assert score(response, truth, mode="flexible")["score"] == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("#### 72", {"score": 1.0, "acc": 1.0, "pred": "72"}),  # correct
+        ("#### 71", {"score": 0.1, "acc": 0.0, "pred": "71"}),  # well-formed but wrong: format_score
+        ("72", {"score": 0.0, "acc": 0.0, "pred": ""}),  # nothing extracted: no format credit
+    ],
+)
+def test_shaping_kwargs(response, expected):
+    assert score(response, "72", correct_score=1.0, format_score=0.1) == expected
+
+
+def test_correct_score_scales_the_reward():
+    assert score("#### 72", "72", correct_score=2.0) == {"score": 2.0, "acc": 1.0, "pred": "72"}
+
+
+HOSTILE = [
+    None,  # not a string
+    42,  # an int
+    b"#### 72",  # bytes are not decoded
+    ["#### 72"],  # a list
+    "",  # empty
+    " " * 1_000_000,  # a megabyte of spaces
+    "7" * 1_000_000,  # 10^6 digits
+    "#### " + "9" * 1_000_000,  # 10^6 digits after the marker: not truncated into an answer
+    "####" * 100_000,  # 10^5 markers
+    "\\boxed{" * 100_000,  # 10^5 unclosed boxes
+    "{" * 100_000 + "}" * 100_000,  # deeply nested braces
+    "answer is " * 100_000,  # 10^5 answer phrases without a number
+    "<answer>" * 100_000,  # 10^5 open tags
+    "1," * 500_000,  # a megabyte of separators
+    "-" * 1_000_000,  # a megabyte of minus signs
+    "\x00\ud800\uffff" * 1000,  # NUL, lone surrogate, non-characters
+]
+
+
+@pytest.mark.parametrize("mode", ["strict", "flexible"])
+@pytest.mark.parametrize("response", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_input_scores_zero_fast(response, mode):
+    start = time.perf_counter()
+    result = compute_score("openai/gsm8k", response, "72", mode=mode)
+    elapsed = time.perf_counter() - start
+    assert result == {"score": 0.0, "acc": 0.0, "pred": ""}
+    assert elapsed < 0.05, f"{elapsed * 1e3:.1f} ms"
+
+
+def test_megabyte_response_with_answer_far_from_the_end():
+    response = "#### 72\n" + "The reasoning goes on and on. " * 35_000  # ~1 MB after the marker
+    start = time.perf_counter()
+    assert score(response, "72") == {"score": 1.0, "acc": 1.0, "pred": "72"}
+    assert time.perf_counter() - start < 0.02
+
+
+@pytest.mark.parametrize("truth", [None, "", "abc", 72, "12,500", " 72 "])
+def test_odd_ground_truths_never_raise(truth):
+    result = score("#### 72", truth)
+    assert set(result) == KEYS
+    assert result["acc"] == (1.0 if str(truth).strip() == "72" else 0.0)
+
+
+def test_unknown_mode_is_a_config_error():
+    with pytest.raises(ValueError, match="strict, flexible"):
+        score("#### 72", "72", mode="lenient")
+
+
+def test_registry_names_and_errors():
+    assert rewards.get_reward("gsm8k_flexible")(None, "The answer is 9", "9")["acc"] == 1.0
+    assert rewards.get_reward("gsm8k_strict")(None, "The answer is 9", "9")["acc"] == 0.0
+    with pytest.raises(KeyError, match="gsm8k_flexible, gsm8k_strict, gsm8k_xml"):
+        rewards.get_reward("gsm8k")
+
+
+@pytest.mark.parametrize(
+    ("response", "score_", "fmt"),
+    [
+        ("<reasoning>6*12=72</reasoning>\n<answer>72</answer>", 1.2, 1.0),  # right and well-formed
+        ("<reasoning>6*12=70</reasoning><answer>70</answer>", 0.2, 1.0),  # wrong but well-formed
+        ("<answer>72</answer>", 1.0, 0.0),  # right, no reasoning block
+        ("Sure! <reasoning>x</reasoning><answer>72</answer>", 1.0, 0.0),  # text before the tags
+        ("<reasoning>x</reasoning><answer>72</answer><answer>5</answer>", 0.0, 0.0),  # two answers: last counts
+        ("#### 72", 0.0, 0.0),  # the #### format earns nothing here
+        (None, 0.0, 0.0),  # not a string
+    ],
+)
+def test_xml_composite(response, score_, fmt):
+    result = compute_xml_score(None, response, "72")
+    assert set(result) == KEYS | {"format"}
+    assert result["score"] == pytest.approx(score_)
+    assert result["format"] == fmt
+
+
+def test_docstring_examples():
+    for module in (rewards, rewards.gsm8k, data.prompt):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_reference_solutions_score_full_marks(gsm8k_rows):
+    """Every fixture reference solution scores 1 against its own final answer, in both modes."""
+    for row in gsm8k_rows:
+        truth = canonical_number(row["answer"].rsplit("####", 1)[1])
+        assert truth is not None
+        for mode in ("strict", "flexible"):
+            assert score(row["answer"], truth, mode=mode)["acc"] == 1.0, row["answer"]
+
+
+# --- property-based -------------------------------------------------------------------------------------------
+
+integers = st.integers(min_value=-(10**9), max_value=10**12)
+
+
+def spellings(n: int) -> st.SearchStrategy[str]:
+    """Ways a correct answer N can be written after `####`."""
+    sign = "-" if n < 0 else ""
+    digits = str(abs(n))
+    grouped = f"{abs(n):,}"
+    return st.sampled_from(
+        [
+            f"{sign}{digits}",
+            f"{sign}{grouped}",
+            f"{sign}${grouped}",
+            f"{sign}{digits}.",
+            f"{sign}{digits}.0",
+            f"{sign}{digits}.00",
+            f"{sign}00{digits}",
+            f"{sign}{digits} apples",
+            f"{sign}{digits}%",
+        ]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=integers, prefix=st.text(max_size=200), space=st.sampled_from(["", " ", "  ", "\n"]))
+def test_any_accepted_spelling_scores_one(data, n, prefix, space):
+    spelled = data.draw(spellings(n))
+    response = f"{prefix.replace('####', '')}\n####{space}{spelled}"
+    for mode in ("strict", "flexible"):
+        assert score(response, str(n), mode=mode) == {"score": 1.0, "acc": 1.0, "pred": str(n)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=integers, m=integers)
+def test_a_different_number_scores_zero(n, m):
+    if n == m:
+        return
+    for truth in (str(m), f"{m:,}"):
+        result = score(f"#### {n:,}", truth)
+        assert result["acc"] == 0.0 and result["score"] == 0.0 and result["pred"] == str(n)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("0123456789,.-$%# {}\\boxed<answer>/ is:\n")) | st.characters(), max_size=400
+    ),
+    mode=st.sampled_from(["strict", "flexible"]),
+)
+def test_random_text_never_raises(text, mode):
+    result = score(text, "72", mode=mode, format_score=0.5)
+    assert set(result) == KEYS
+    assert isinstance(result["score"], float) and isinstance(result["acc"], float)
+    assert isinstance(result["pred"], str)
+    assert result["acc"] in (0.0, 1.0)
+    if result["pred"]:
+        assert canonical_number(result["pred"]) == result["pred"]  # pred is always canonical
+    assert extract_answer(text, mode) == (result["pred"] or None)
