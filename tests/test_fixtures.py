@@ -19,9 +19,11 @@ def test_tiny_model_loads_like_qwen(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert model.num_parameters() < 1_000_000
-    for special in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
-        assert tok.convert_tokens_to_ids(special) != tok.unk_token_id
-        assert len(tok.encode(special, add_special_tokens=False)) == 1
+    specials = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    ids = [tok.encode(special, add_special_tokens=False) for special in specials]
+    assert all(len(i) == 1 for i in ids)  # each special token is one token, never split into bytes
+    assert len({i[0] for i in ids}) == 3
+    assert tok.decode(ids[1]) == "<|im_end|>"
     assert tok.eos_token == "<|im_end|>"
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": "What is 2+3?"}], tokenize=False, add_generation_prompt=True
