@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Host checks for the GPU server the stack runs on: one PASS / WARN / FAIL line per check, then a summary.
+#
+#   bash scripts/doctor.sh                     # before `docker compose up -d`, and whenever something is off
+#   ENV_FILE=/path/to/.env bash scripts/doctor.sh
+#
+# Checks: .env (token set, UID/GID match you, bind address), NVIDIA driver (R580+ for the CUDA 13 verl
+# image), GPU count vs N_GPUS / GPU_DEVICES, Docker engine, Compose version, NVIDIA Container Toolkit,
+# shared memory and RAM, free disk, ports free, MLflow health, and that models/ and data/ stay writable by
+# both containers' users (jupyter: HOST_UID:HOST_GID, verl: root with group HOST_GID).
+# Exits 1 when any check FAILs, 0 otherwise. Reads .env without executing it and never prints secrets.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ENV_FILE=${ENV_FILE:-.env}
+MIN_DRIVER=${MIN_DRIVER:-580}
+MIN_COMPOSE=${MIN_COMPOSE:-2.24.0}
+MIN_DISK_GB=${MIN_DISK_GB:-100}
+
+n_pass=0 n_warn=0 n_fail=0
+report() {
+    local verdict=$1
+    shift
+    printf '%-4s %s\n' "${verdict}" "$*"
+    case "${verdict}" in
+    PASS) n_pass=$((n_pass + 1)) ;;
+    WARN) n_warn=$((n_warn + 1)) ;;
+    *) n_fail=$((n_fail + 1)) ;;
+    esac
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+# version_ge A B: A >= B (dotted versions)
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+# size_gib 64g -> 64 (Compose sizes: b, k, m, g suffixes)
+size_gib() {
+    local value=${1,,} number unit
+    number=${value%%[a-z]*}
+    unit=${value#"${number}"}
+    case "${unit}" in
+    g | gb) echo "${number}" ;;
+    m | mb) echo $((number / 1024)) ;;
+    t | tb) echo $((number * 1024)) ;;
+    *) echo 0 ;;
+    esac
+}
+
+# --- settings: .env.example gives the defaults, .env overrides (parsed, never sourced) -------------------
+declare -A cfg=()
+load_env() {
+    local line key value
+    [[ -f "$1" ]] || return 0
+    while IFS= read -r line || [[ -n "${line}" ]]; do
+        [[ "${line}" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+        key=${BASH_REMATCH[1]}
+        value=${BASH_REMATCH[2]}
+        value=${value%\"}
+        value=${value#\"}
+        value=${value%\'}
+        value=${value#\'}
+        cfg[${key}]=${value}
+    done <"$1"
+}
+load_env .env.example
+load_env "${ENV_FILE}"
+get() { echo "${cfg[$1]:-${2:-}}"; }
+
+N_GPUS=$(get N_GPUS 4)
+GPU_DEVICES=$(get GPU_DEVICES 0,1,2,3)
+HOST_UID=$(get HOST_UID 1000)
+HOST_GID=$(get HOST_GID 1000)
+BIND_ADDRESS=$(get BIND_ADDRESS 127.0.0.1)
+probe_address=${BIND_ADDRESS}
+[[ "${probe_address}" == 0.0.0.0 ]] && probe_address=127.0.0.1
+
+# --- .env -----------------------------------------------------------------------------------------------
+if [[ ! -f "${ENV_FILE}" ]]; then
+    report FAIL ".env: ${ENV_FILE} not found: cp .env.example .env, then set JUPYTER_TOKEN"
+else
+    token=$(get JUPYTER_TOKEN)
+    if [[ -z "${token}" ]]; then
+        report FAIL ".env: JUPYTER_TOKEN is empty: the stack refuses to start (generate one: openssl rand -hex 32)"
+    elif ((${#token} < 16)); then
+        report WARN ".env: JUPYTER_TOKEN is only ${#token} characters: use a long random one (openssl rand -hex 32)"
+    else
+        report PASS ".env: JUPYTER_TOKEN set (${#token} characters)"
+    fi
+    unset token
+    if [[ "$(stat -c %a "${ENV_FILE}")" =~ [1-7]$ ]]; then
+        report WARN ".env: readable by every user on this machine (it holds tokens): chmod 600 ${ENV_FILE}"
+    fi
+    if [[ "${HOST_UID}:${HOST_GID}" == "$(id -u):$(id -g)" ]]; then
+        report PASS ".env: HOST_UID:HOST_GID = ${HOST_UID}:${HOST_GID}, you"
+    else
+        report WARN ".env: HOST_UID:HOST_GID = ${HOST_UID}:${HOST_GID} but you are $(id -u):$(id -g): files the containers write will not be yours (set both to \`id -u\` / \`id -g\`)"
+    fi
+fi
+case "${BIND_ADDRESS}" in
+127.* | localhost | ::1) report PASS "bind address: ${BIND_ADDRESS} (reach the UIs through an SSH tunnel)" ;;
+0.0.0.0) report WARN "bind address: 0.0.0.0 publishes Jupyter and MLflow on every network of this machine (MLflow has no login)" ;;
+*) report WARN "bind address: ${BIND_ADDRESS}: Jupyter and MLflow are reachable from that network; make sure it is trusted" ;;
+esac
+
+# --- NVIDIA driver and GPUs -----------------------------------------------------------------------------
+if ! have nvidia-smi; then
+    report FAIL "driver: nvidia-smi not found: install the NVIDIA driver (R${MIN_DRIVER}+ for CUDA 13)"
+    report FAIL "GPUs: cannot count them without nvidia-smi (N_GPUS=${N_GPUS})"
+else
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
+    if [[ -z "${driver}" ]]; then
+        report FAIL "driver: nvidia-smi found but it reports no driver (is the kernel module loaded?)"
+    elif ((${driver%%.*} >= MIN_DRIVER)); then
+        report PASS "driver: ${driver} (R${MIN_DRIVER}+ runs the CUDA 13 verl image)"
+    else
+        report FAIL "driver: ${driver} is older than R${MIN_DRIVER}: the verl image (CUDA 13, torch 2.11) will not start; upgrade the driver"
+    fi
+    gpu_count=$(nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU ' || true)
+    IFS=',' read -r -a device_ids <<<"${GPU_DEVICES}"
+    bad_ids=()
+    for id in "${device_ids[@]}"; do
+        if [[ "${id}" =~ ^[0-9]+$ ]] && ((id >= gpu_count)); then bad_ids+=("${id}"); fi
+    done
+    if ((gpu_count == 0)); then
+        report FAIL "GPUs: none found by nvidia-smi"
+    elif ((${#bad_ids[@]} > 0)); then
+        report FAIL "GPUs: GPU_DEVICES=${GPU_DEVICES} names ${bad_ids[*]} but this machine has ${gpu_count} GPU(s) (0..$((gpu_count - 1)))"
+    elif ((N_GPUS != ${#device_ids[@]})); then
+        report FAIL "GPUs: N_GPUS=${N_GPUS} but GPU_DEVICES=${GPU_DEVICES} lists ${#device_ids[@]}: make them agree in .env"
+    elif ((N_GPUS < gpu_count)); then
+        report WARN "GPUs: using ${N_GPUS} of ${gpu_count} (GPU_DEVICES=${GPU_DEVICES})"
+    else
+        report PASS "GPUs: ${gpu_count} found, N_GPUS=${N_GPUS}, GPU_DEVICES=${GPU_DEVICES}"
+    fi
+fi
+
+# --- Docker, Compose, NVIDIA Container Toolkit ----------------------------------------------------------
+docker_ok=false
+if ! have docker; then
+    report FAIL "docker: not installed (Docker Engine + the compose plugin)"
+elif ! docker info >/dev/null 2>&1; then
+    report FAIL "docker: the engine is not reachable as $(id -un) (is it running? are you in the docker group?)"
+else
+    docker_ok=true
+    report PASS "docker: engine $(docker info --format '{{.ServerVersion}}' 2>/dev/null || echo '?') reachable"
+fi
+if have docker; then
+    compose=$(docker compose version --short 2>/dev/null || true)
+    compose=${compose#v}
+    if [[ -z "${compose}" ]]; then
+        report FAIL "compose: \`docker compose\` not available: install the Docker Compose plugin v${MIN_COMPOSE}+"
+    elif version_ge "${compose}" "${MIN_COMPOSE}"; then
+        report PASS "compose: ${compose}"
+    else
+        report FAIL "compose: ${compose} is older than ${MIN_COMPOSE} (needed for optional depends_on and !reset)"
+    fi
+else
+    report FAIL "compose: needs docker"
+fi
+if ! have nvidia-ctk && ! have nvidia-container-runtime && ! have nvidia-container-cli; then
+    report FAIL "container toolkit: NVIDIA Container Toolkit not installed (containers would see no GPU)"
+elif ${docker_ok}; then
+    runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)
+    if [[ "${runtimes}" == *nvidia* ]] || [[ -e /etc/cdi/nvidia.yaml ]] || [[ -e /var/run/cdi/nvidia.yaml ]]; then
+        report PASS "container toolkit: installed and known to Docker"
+    else
+        report FAIL "container toolkit: installed but Docker does not know it: sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker"
+    fi
+else
+    report WARN "container toolkit: installed; cannot check Docker's runtimes without the engine"
+fi
+
+# --- memory, /dev/shm, disk -----------------------------------------------------------------------------
+mem_gib=$(awk '/^MemTotal:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
+shm_need=$(($(size_gib "$(get VERL_SHM_SIZE 64g)") + $(size_gib "$(get JUPYTER_SHM_SIZE 16g)")))
+if ((mem_gib >= 2 * shm_need)); then
+    report PASS "memory: ${mem_gib} GiB RAM for ${shm_need} GiB of container /dev/shm (VERL_SHM_SIZE + JUPYTER_SHM_SIZE)"
+else
+    report WARN "memory: ${mem_gib} GiB RAM; the containers' /dev/shm may take ${shm_need} GiB of it: lower VERL_SHM_SIZE / JUPYTER_SHM_SIZE"
+fi
+host_shm=$(df -P -k /dev/shm 2>/dev/null | awk 'NR == 2 {print int($2 / 1048576)}' || true)
+if [[ -z "${host_shm}" ]]; then
+    report WARN "/dev/shm: not mounted on the host (the containers get their own, sized by *_SHM_SIZE)"
+elif ((host_shm >= 16)); then
+    report PASS "/dev/shm: ${host_shm} GiB on the host (the containers get their own, sized by *_SHM_SIZE)"
+else
+    report WARN "/dev/shm: ${host_shm} GiB on the host: NCCL / vLLM runs outside the containers want 16 GiB+"
+fi
+disk_dir=.
+if ${docker_ok}; then
+    docker_root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)
+    [[ -n "${docker_root}" && -d "${docker_root}" ]] && disk_dir=${docker_root}
+fi
+for dir in "${disk_dir}" .; do
+    free_gb=$(df -P -k "${dir}" | awk 'NR == 2 {print int($4 / 1048576)}')
+    label=$([[ "${dir}" == . ]] && echo "repo (checkpoints in models/)" || echo "${dir} (images, volumes)")
+    if ((free_gb >= MIN_DISK_GB)); then
+        report PASS "disk: ${free_gb} GiB free for ${label}"
+    elif ((free_gb >= MIN_DISK_GB / 2)); then
+        report WARN "disk: ${free_gb} GiB free for ${label}; ${MIN_DISK_GB} GiB+ recommended (images ~40 GiB, RL checkpoints)"
+    else
+        report FAIL "disk: ${free_gb} GiB free for ${label}; ${MIN_DISK_GB} GiB+ needed (images ~40 GiB, RL checkpoints)"
+    fi
+    [[ "${disk_dir}" == . ]] && break
+done
+
+# --- ports and MLflow -----------------------------------------------------------------------------------
+running=""
+if ${docker_ok}; then
+    running=$(docker compose ps --services --status running 2>/dev/null || true)
+fi
+listening() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+for entry in "jupyter JUPYTER_PORT 8888" "mlflow MLFLOW_PORT 5000" "verl RAY_DASHBOARD_PORT 8265"; do
+    read -r service var default <<<"${entry}"
+    port=$(get "${var}" "${default}")
+    address=${probe_address}
+    [[ "${service}" == verl ]] && address=127.0.0.1
+    if ! listening "${address}" "${port}"; then
+        report PASS "port ${port} (${service}, ${var}): free on ${address}"
+    elif grep -qx "${service}" <<<"${running}"; then
+        report PASS "port ${port} (${service}, ${var}): served by the running ${service} container"
+    else
+        report FAIL "port ${port} (${service}, ${var}): already in use by another program: stop it or change ${var} in .env"
+    fi
+done
+mlflow_url="http://${probe_address}:$(get MLFLOW_PORT 5000)/health"
+if have curl; then
+    health=$(curl -fsS --max-time 5 "${mlflow_url}" 2>/dev/null || true)
+elif have python3; then
+    health=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+        "${mlflow_url}" 2>/dev/null || true)
+else
+    health=""
+fi
+if [[ "${health}" == *OK* ]]; then
+    report PASS "mlflow: ${mlflow_url} answers OK"
+elif grep -qx mlflow <<<"${running}"; then
+    report FAIL "mlflow: container running but ${mlflow_url} does not answer: docker compose logs mlflow"
+else
+    report WARN "mlflow: not running (start the stack: docker compose up -d)"
+fi
+
+# --- shared paths: writable by you, jupyter (HOST_UID:HOST_GID) and verl (root, group HOST_GID) ----------
+for dir in models data; do
+    if [[ ! -d "${dir}" ]]; then
+        report FAIL "shared path ${dir}/: missing (it is part of the repo: git checkout -- ${dir})"
+        continue
+    fi
+    owner=$(stat -c '%u:%g' "${dir}")
+    if [[ "${owner%%:*}" != "${HOST_UID}" ]] && ! [[ "${owner##*:}" == "${HOST_GID}" && -n "$(find "${dir}" -maxdepth 0 -perm -g+w)" ]]; then
+        report FAIL "shared path ${dir}/: owned by ${owner}, not writable by HOST_UID ${HOST_UID} or group ${HOST_GID}: sudo chown -R ${HOST_UID}:${HOST_GID} ${dir}"
+        continue
+    fi
+    # Files someone else owns that HOST_UID cannot change through the group (e.g. written before umask 0002).
+    stuck=$(find "${dir}" -xdev ! -user "${HOST_UID}" \( ! -group "${HOST_GID}" -o ! -perm -g+w \) 2>/dev/null | head -n 1000 | wc -l)
+    if ((stuck > 0)); then
+        report WARN "shared path ${dir}/: ${stuck} file(s) not writable by ${HOST_UID}:${HOST_GID} (written before the umask/group set-up?): sudo chgrp -R ${HOST_GID} ${dir} && sudo chmod -R g+w ${dir}"
+    elif [[ ! -w "${dir}" ]]; then
+        report WARN "shared path ${dir}/: fine for the containers, but not writable by you ($(id -un)): run as HOST_UID ${HOST_UID}"
+    else
+        report PASS "shared path ${dir}/: writable by ${HOST_UID}:${HOST_GID} (jupyter) and group ${HOST_GID} (verl)"
+    fi
+done
+
+echo "doctor: ${n_pass} PASS, ${n_warn} WARN, ${n_fail} FAIL"
+((n_fail == 0))

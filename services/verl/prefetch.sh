@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-shot set-up (the `setup` compose service): download the base model and GSM8K into the shared Hugging
+# Face cache, then prepare data/gsm8k/, so training can run with HF_HUB_OFFLINE=1 afterwards.
+#
+#   docker compose --profile setup run --rm setup                  # what the README runs
+#   docker compose --profile setup run --rm setup --val-size 256   # extra args go to data/prepare_gsm8k.py
+#
+# Env: BASE_MODEL (Qwen/Qwen2.5-0.5B-Instruct), MODEL_REVISION, GSM8K_DATASET (openai/gsm8k), GSM8K_REVISION,
+# DATA_DIR (/workspace/data/gsm8k), HF_HOME (/cache/huggingface), HF_TOKEN (only for gated models).
+set -euo pipefail
+
+# Files land in the shared cache and the bind-mounted repo: keep them group-writable (docker-compose.yml).
+umask 0002
+
+BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
+GSM8K_DATASET=${GSM8K_DATASET:-openai/gsm8k}
+DATA_DIR=${DATA_DIR:-/workspace/data/gsm8k}
+REPO_ROOT=${REPO_ROOT:-/workspace}
+
+if [[ "${HF_HUB_OFFLINE:-0}" =~ ^(1|true|True|yes)$ ]]; then
+    echo "prefetch.sh: HF_HUB_OFFLINE=${HF_HUB_OFFLINE} but this step downloads: run it with HF_HUB_OFFLINE=0" >&2
+    exit 2
+fi
+
+model_args=()
+[[ -n "${MODEL_REVISION:-}" ]] && model_args+=(--revision "${MODEL_REVISION}")
+data_args=()
+[[ -n "${GSM8K_REVISION:-}" ]] && data_args+=(--revision "${GSM8K_REVISION}")
+
+echo "== 1/3 model ${BASE_MODEL}${MODEL_REVISION:+@${MODEL_REVISION}} -> ${HF_HOME:-~/.cache/huggingface}"
+hf download "${BASE_MODEL}" "${model_args[@]}"
+
+echo "== 2/3 dataset ${GSM8K_DATASET}${GSM8K_REVISION:+@${GSM8K_REVISION}}"
+hf download --repo-type dataset "${GSM8K_DATASET}" "${data_args[@]}"
+
+echo "== 3/3 data prep -> ${DATA_DIR}"
+python "${REPO_ROOT}/data/prepare_gsm8k.py" --source "${GSM8K_DATASET}" "${data_args[@]}" \
+    --output-dir "${DATA_DIR}" "$@"
+
+echo "Done. Training can now run offline: set HF_HUB_OFFLINE=1 in .env, then docker compose up -d"

