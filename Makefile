@@ -38,6 +38,7 @@ lock: | $(BIN)/uv
 
 bench: venv
 	$(BIN)/python scripts/bench_reward.py
+	$(BIN)/python scripts/bench_sft_packing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The SFT notebook's importable, tested logic lives in `notebooks.sft`."""

@@ -1,0 +1,197 @@
+"""notebooks/sft_training.ipynb end to end on CPU: papermill on a real Jupyter kernel, the tiny model, the fixture
+data, `max_steps=2`, and a real `mlflow server` on 127.0.0.1. Also: the committed notebook is clean."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import stat
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+
+from notebooks import sft
+from tests.conftest import REPO_ROOT
+from tests.mlflow_server import mlflow_server
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "sft_training.ipynb"
+# The parameters issue 5 asks for; the cell may have more.
+REQUIRED_PARAMETERS = {
+    "model_path", "data_dir", "output_dir", "num_train_epochs", "max_steps", "learning_rate",
+    "per_device_train_batch_size", "max_samples", "eval_samples", "mlflow_experiment", "run_name", "seed",
+}  # fmt: skip
+
+
+def _parameters(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, dict]:
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    values = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign), f"parameters cell holds only assignments, got {ast.dump(node)[:80]}"
+        values[node.targets[0].id] = ast.literal_eval(node.value)
+    return cell, values
+
+
+def test_committed_notebook_is_stripped_markdown_led_and_parameterised():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
+    assert nb.cells[0].cell_type == "markdown"
+    cell, values = _parameters(nb)
+    assert "parameters" in cell.metadata.get("tags", [])
+    assert REQUIRED_PARAMETERS <= values.keys()
+    defaults = {f.name: f.default for f in dataclasses.fields(sft.SFTRunConfig)}
+    for name, value in values.items():  # every parameter reaches the config, with the same default
+        assert name in defaults, f"parameter {name} is not a SFTRunConfig field"
+        assert value == defaults[name], f"{name}: notebook {value!r} != SFTRunConfig {defaults[name]!r}"
+    # the real run, not a demo subset
+    assert values["model_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert values["max_steps"] == -1 and values["max_samples"] is None and values["num_train_epochs"] >= 2
+    assert values["eval_samples"] >= 500
+    setup = next(c.source for c in code if "sft.SFTRunConfig(" in c.source)
+    assert all(f"{name}={name}," in setup for name in values), "pass every parameter to SFTRunConfig"
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory):
+    """A kernelspec for this interpreter (the venv), found through JUPYTER_PATH, whatever else is installed."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "sft-test-venv"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "venv", "language": "python"}))
+    return root, "sft-test-venv"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kernel_name):
+    import papermill
+
+    work = tmp_path_factory.mktemp("sft-notebook")
+    output_dir = work / "models" / "sft" / "pytest-run"
+    manifest = work / "models" / "sft" / "latest.json"
+    jupyter_path, name = kernel_name
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+        mp.setenv("JUPYTER_PATH", str(jupyter_path))
+        mp.delenv("PYTHONPATH", raising=False)  # like JupyterLab outside the containers: the notebook finds the repo
+        papermill.execute_notebook(
+            str(NOTEBOOK),
+            str(work / "executed.ipynb"),
+            parameters={
+                "model_path": str(tiny_model_dir),
+                "data_dir": str(gsm8k_data_dir),
+                "output_dir": str(output_dir),
+                "manifest_path": str(manifest),
+                "max_steps": 2,
+                "per_device_train_batch_size": 2,
+                "logging_steps": 1,
+                "eval_samples": 2,
+                "eval_max_new_tokens": 8,
+                "eval_batch_size": 2,
+                "mlflow_experiment": "pytest-sft",
+                "run_name": "pytest-sft",
+                "system_metrics_interval_s": 1.0,
+            },
+            kernel_name=name,
+            cwd=str(NOTEBOOK.parent),  # where JupyterLab starts a notebook's kernel
+            progress_bar=False,
+            execution_timeout=600,
+        )
+    return SimpleNamespace(
+        notebook=nbformat.read(work / "executed.ipynb", as_version=4),
+        output_dir=output_dir,
+        manifest=manifest,
+        base=tiny_model_dir,
+        uri=mlflow_uri,
+    )
+
+
+@pytest.mark.slow
+def test_checkpoint_loads_and_the_manifest_points_at_it(executed):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = json.loads(executed.manifest.read_text())
+    assert Path(manifest["path"]) == executed.output_dir.resolve()  # outside the repo: an absolute path
+    assert manifest["base_model"] == str(executed.base)
+    assert set(manifest["eval_accuracy"]) == {"strict", "flexible"}
+    assert all(0.0 <= v <= 1.0 for v in manifest["eval_accuracy"].values())
+    created = datetime.fromisoformat(manifest["created_at"])
+    assert created.utcoffset() == timedelta(0) and datetime.now(UTC) - created < timedelta(hours=1)
+
+    tokenizer = AutoTokenizer.from_pretrained(manifest["path"])
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(executed.base).chat_template
+    model = AutoModelForCausalLM.from_pretrained(manifest["path"])
+    base = AutoModelForCausalLM.from_pretrained(executed.base)
+    trained = dict(model.named_parameters())
+    assert any(not torch.equal(p, trained[n]) for n, p in base.named_parameters())  # the steps changed weights
+
+    assert not list(executed.output_dir.parent.glob("*.partial"))  # nothing half-written left behind
+    for path in [executed.manifest, *executed.output_dir.rglob("*")]:  # the verl container (another UID) can write
+        want = 0o777 if path.is_dir() else 0o666
+        assert stat.S_IMODE(path.stat().st_mode) & want == want, path
+
+
+@pytest.mark.slow
+def test_one_mlflow_run_holds_metrics_params_and_artifacts(executed, tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=executed.uri)
+    experiment = client.get_experiment_by_name("pytest-sft")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, "the Trainer's MLflow callback must log into the notebook's run, not open a second one"
+    run = runs[0]
+    manifest = json.loads(executed.manifest.read_text())
+    assert run.info.run_id == manifest["mlflow_run_id"]
+    assert run.info.status == "FINISHED"
+
+    metrics = run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert {"learning_rate", "tokens_per_second", "train_tokens_per_second"} <= metrics.keys()
+    assert metrics["real_token_fraction"] >= 0.95 and metrics["train_real_token_fraction"] >= 0.95
+    for stage in ("before", "after"):
+        for mode in ("strict", "flexible"):
+            assert 0.0 <= metrics[f"val_{stage}/accuracy_{mode}"] <= 1.0
+    assert metrics["val_after/accuracy_strict"] == manifest["eval_accuracy"]["strict"]
+    assert any(key.startswith("system/") for key in metrics), "system metrics (CPU/RAM here, GPU on a GPU box)"
+
+    assert run.data.tags["base_model"] == str(executed.base)
+    assert run.data.tags["checkpoint_path"] == str(executed.output_dir)
+    assert run.data.params["sft.max_steps"] == "2"
+    assert run.data.params["learning_rate"] == "1e-05"  # the Trainer's own params, same run
+
+    artifacts = {
+        a.path for folder in ("eval", "plots", "data") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "eval/val_before_generations.json",
+        "eval/val_after_generations.json",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "data/manifest.json",
+    } <= artifacts
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "eval/val_after_generations.json", tmp_path)).read_text()
+    )
+    assert len(table["data"]) == 2 and {"question", "response", "correct_strict"} <= set(table["columns"])
+
+
+@pytest.mark.slow
+def test_notebook_shows_plots_and_frees_memory_last(executed):
+    cells = [c for c in executed.notebook.cells if c.cell_type == "code"]
+    images = [o for c in cells for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # loss curve, before/after accuracy
+    last = "".join(o.get("text", "") for o in cells[-1].outputs)
+    assert "free_gpu_memory" in cells[-1].source and "Shut the kernel down" in last
