@@ -1,0 +1,275 @@
+"""Checks and side effects a real RL launch needs before verl starts (scripts/rl_launch.py calls them).
+
+Each check returns a one-line description for the launch log, or raises LaunchError saying what is
+wrong and what to do; verl itself would otherwise fail minutes later, hang, or train untracked:
+
+    >>> check_shm(min_gib=0.001)                                     # doctest: +SKIP
+    '32 GiB'
+    >>> ensure_mlflow_run("http://mlflow:5000", "gsm8k-rl", "ppo-x", Path("models/rl/ppo-x"), {})  # doctest: +SKIP
+    ('3f2a...', {})
+
+- GSM8K parquet present and built with today's prompt (else data/prepare_gsm8k.py runs),
+- visible GPUs = N_GPUS, /dev/shm large enough, a Ray cluster (if one runs) with enough GPUs and the
+  CPUs verl reserves per GPU, the model's files local, free disk for the checkpoints to keep,
+- MLflow reachable, and the MLflow run this checkpoint directory logs into (created once, its id kept
+  in <CHECKPOINT_DIR>/mlflow_run_id so a resumed job continues it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_FILES = ("train.parquet", "val.parquet")
+RUN_ID_FILE = "mlflow_run_id"
+# verl's ResourcePoolManager reserves this many CPUs with every GPU bundle (max_colocate_count); a
+# Ray node with fewer leaves the placement group, and the job, pending forever at 0% GPU.
+CPUS_PER_GPU = 3
+SHM_MIN_GIB = 16
+
+
+class LaunchError(Exception):
+    """A preflight failure: what is wrong and what to do about it."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_run_id(checkpoint_dir: Path) -> str | None:
+    """The MLflow run id recorded beside the checkpoints, or None."""
+    path = checkpoint_dir / RUN_ID_FILE
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8").strip() or None
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def data_status(data_dir: Path) -> tuple[bool, str, dict[str, int]]:
+    """(ready, description, rows per file) of the RL parquet files in `data_dir`."""
+    from data.prompt import PROMPT_VERSION
+
+    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
+    if missing:
+        return False, f"missing {', '.join(missing)}", {}
+    try:
+        recorded = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8")).get("prompt_version")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is not None and recorded != PROMPT_VERSION:
+        return False, f"stale: built with prompt {recorded}, the code now uses {PROMPT_VERSION}", {}
+    import pyarrow.parquet as pq
+
+    rows = {name: pq.ParquetFile(data_dir / name).metadata.num_rows for name in DATA_FILES}
+    return True, ", ".join(f"{name} {n} rows" for name, n in rows.items()), rows
+
+
+def prepare_data(data_dir: Path) -> None:
+    """Run data/prepare_gsm8k.py into `data_dir` (GSM8K_SOURCE: a hub id or a local copy; default the hub)."""
+    cmd = [sys.executable, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--output-dir", str(data_dir)]
+    if os.environ.get("GSM8K_SOURCE"):
+        cmd += ["--source", os.environ["GSM8K_SOURCE"]]
+    print(f"data: {' '.join(cmd)}", flush=True)
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise LaunchError("data/prepare_gsm8k.py failed (above): fix GSM8K_SOURCE / the network, or DATA_DIR")
+    ready, desc, _ = data_status(data_dir)
+    if not ready:
+        raise LaunchError(f"data/prepare_gsm8k.py ran but {data_dir} is still not usable: {desc}")
+
+
+# --- hardware and Ray ------------------------------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this container can use, as 'name, memory' (CUDA_VISIBLE_DEVICES narrows nvidia-smi's list)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+    out = subprocess.run(query, capture_output=True, text=True, timeout=60, check=False)
+    gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if visible and visible != "all":
+        gpus = gpus[: len([d for d in visible.split(",") if d.strip()])]
+    return gpus
+
+
+def check_gpus(n_gpus: int) -> str:
+    gpus = visible_gpus()
+    if len(gpus) < n_gpus:
+        seen = f"{len(gpus)} ({'; '.join(gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
+        raise LaunchError(
+            f"N_GPUS={n_gpus} but this node sees {seen}: set N_GPUS={len(gpus) or 1} (GPUs per node), "
+            "or give the container the GPUs (GPU_DEVICES in .env)"
+        )
+    if len(gpus) > n_gpus:
+        logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
+    return f"{len(gpus)} x {gpus[0]}"
+
+
+def check_shm(min_gib: float = SHM_MIN_GIB) -> str:
+    st = os.statvfs("/dev/shm")
+    gib = st.f_blocks * st.f_frsize / 2**30
+    if gib < min_gib:
+        raise LaunchError(
+            f"/dev/shm is {gib:.1f} GiB; Ray's object store, NCCL and vLLM need >= {min_gib} GiB: give the "
+            "container `shm_size: 16g` or `ipc: host` (docker-compose.yml)"
+        )
+    return f"{gib:.0f} GiB"
+
+
+def check_ray(address: str | None, n_gpus: int, nnodes: int, local_cpus: int) -> str:
+    """A running cluster needs `nnodes` nodes with `n_gpus` GPUs and the CPUs verl reserves for them."""
+    if address is None:
+        if nnodes > 1:
+            raise LaunchError(
+                f"NNODES={nnodes} needs a running Ray cluster with the worker nodes joined to this head "
+                "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
+                "(RAY_ADDRESS unset, no `ray start` on this node)"
+            )
+        return f"none running: main_ppo starts a local Ray with num_cpus={local_cpus}"
+    import ray
+
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
+        raise LaunchError(
+            f"the Ray cluster at {address} does not answer ({exc}): restart it (the verl container runs "
+            "`ray start --head`), or `ray stop` and unset RAY_ADDRESS so main_ppo starts its own"
+        ) from exc
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    need_cpus = CPUS_PER_GPU * n_gpus + 2
+    usable = [n for n in nodes if n["Resources"].get("GPU", 0) >= n_gpus]
+    if len(usable) < nnodes:
+        have = ", ".join(f"{n['NodeManagerAddress']} {n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
+        raise LaunchError(
+            f"need {nnodes} Ray node(s) with >= {n_gpus} GPUs, the cluster has [{have}]: join the worker "
+            "nodes (`ray start --address=<head>:6379`) or lower NNODES / N_GPUS"
+        )
+    short = [n for n in usable if n["Resources"].get("CPU", 0) < need_cpus]
+    if len(usable) - len(short) < nnodes:
+        node = short[0]
+        raise LaunchError(
+            f"Ray node {node['NodeManagerAddress']} offers {node['Resources'].get('CPU', 0):g} CPUs; verl reserves "
+            f"{CPUS_PER_GPU} per GPU, so {n_gpus} GPUs need >= {need_cpus} or the job waits forever at 0% GPU: "
+            f"restart Ray with `--num-cpus={need_cpus}` or more (logical CPUs: Ray does not pin cores)"
+        )
+    gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+    return f"cluster at {address}: {len(nodes)} node(s), {gpus:g} GPUs"
+
+
+def ensure_model(model: str) -> Path:
+    """The local directory of `model`; a hub model is downloaded into HF_HOME once, here, not by every worker."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model))
+    except Exception as exc:  # hub errors come in many types
+        raise LaunchError(
+            f"cannot fetch {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}): check the "
+            "network / HF_TOKEN, or set MODEL_PATH to a local model directory"
+        ) from exc
+
+
+def checkpoint_bytes(model_dir: Path, hf_weights: bool, critic: bool) -> int:
+    """Disk for one checkpoint: per parameter 12 B (fp32 weights + Adam moments) per model, +4 B HF copy."""
+    weights = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    weights = weights or sum(f.stat().st_size for f in model_dir.glob("*.bin"))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    dtype = config.get("torch_dtype") or config.get("dtype") or "bfloat16"  # transformers 5 writes `dtype`
+    params = weights / (4 if dtype == "float32" else 2)
+    return int(params * (12 + 4 * hf_weights + 12 * critic))
+
+
+def check_disk(checkpoint_dir: Path, need: int) -> str:
+    probe = checkpoint_dir
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise LaunchError(
+            f"checkpoints need ~{need / 2**30:.1f} GiB and {probe} has {free / 2**30:.1f} GiB free: free space, "
+            "set CHECKPOINT_DIR elsewhere, or lower trainer.max_actor_ckpt_to_keep"
+        )
+    return f"{free / 2**30:.0f} GiB free, ~{need / 2**30:.1f} GiB needed"
+
+
+# --- MLflow ----------------------------------------------------------------------------------------
+
+
+def check_mlflow(uri: str, timeout: float = 5.0) -> None:
+    """Fail unless an MLflow server answers at `uri` (verl itself would only warn and train untracked)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise LaunchError(
+            f"MLflow is unreachable at {uri} ({exc}): start it (`docker compose up -d mlflow`) or set "
+            "MLFLOW_TRACKING_URI; without it verl would train untracked"
+        ) from exc
+
+
+def ensure_mlflow_run(
+    uri: str, experiment: str, run_name: str, checkpoint_dir: Path, tags: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """(run id, params logged so far) of the MLflow run `checkpoint_dir` logs into.
+
+    The run recorded in <checkpoint_dir>/mlflow_run_id if it still exists, else a new run in
+    `experiment` (verl's trainer.project_name) whose id is recorded there. verl's tracker calls
+    `mlflow.start_run(run_id=$MLFLOW_RUN_ID)` when that variable is set, so a resumed job continues
+    this run (same metric history and step axis) instead of opening a second one.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    recorded = read_run_id(checkpoint_dir)
+    try:
+        if recorded:
+            try:
+                run = client.get_run(recorded)
+            except MlflowException:
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
+                return recorded, dict(run.data.params)
+            logger.warning("MLflow run %s (recorded in %s) is gone from %s: starting a new run", recorded,
+                           checkpoint_dir / RUN_ID_FILE, uri)  # fmt: skip
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    except MlflowException as exc:
+        rejected = "Invalid Host header" in str(exc) or "403" in str(exc)
+        hint = " (add this host to `mlflow server --allowed-hosts`)" if rejected else ""
+        raise LaunchError(f"MLflow at {uri} refused the request: {exc}{hint}") from exc
+    write_atomic(checkpoint_dir / RUN_ID_FILE, run.info.run_id + "\n")
+    return run.info.run_id, {}
