@@ -1,5 +1,6 @@
 # One entry point for the CPU test environment and the checks CI runs.
-#   make test    create/reuse .venv, install requirements/test.lock exactly, lint, run the whole suite
+#   make test    create/reuse .venv, install requirements/test.lock exactly, lint, install Chromium if missing
+#                (for tests/test_web_ui.py), run the whole suite
 #   make lint    ruff + shellcheck only
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
 #   make bench   print the benchmarks' numbers
@@ -11,8 +12,10 @@ UV_VERSION := 0.13.9
 # torch==2.13.0+cpu: from the local wheel cache where this machine has one, else PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 PYTEST_ARGS ?=
+# Any of these (or $CHROMIUM) lets tests/test_web_ui.py drive a headless browser; they skip themselves without one.
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
-.PHONY: test lint lock bench venv clean
+.PHONY: test lint browser lock bench venv clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,21 @@ lint: venv
 	$(BIN)/ruff format --check .
 	find . -name '*.sh' -not -path './.venv/*' -not -path './models/*' -print0 | xargs -0 $(BIN)/shellcheck .ci/run
 
-test: lint
+# Chromium for the browser tests: when none is on PATH, install Debian's package if we are root with apt-get
+# (about a minute); otherwise, or if that fails, say so and go on (those tests then skip, with the reason).
+browser:
+	@if [ -n "$${CHROMIUM:-}" ] || command -v $(BROWSERS) >/dev/null; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "browser: installing chromium with apt-get for tests/test_web_ui.py"; \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } \
+			|| echo "browser: WARNING: apt-get could not install chromium; tests/test_web_ui.py will skip"; \
+	else \
+		echo "browser: notice: no Chromium ($(BROWSERS)) on PATH and no root apt-get to install it;" \
+			"tests/test_web_ui.py will skip. Install chromium or set CHROMIUM=/path/to/chrome"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lock: | $(BIN)/uv

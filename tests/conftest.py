@@ -3,6 +3,8 @@
 - `gsm8k_jsonl`: 32 hand-written GSM8K-format problems (calculator annotations, `#### N` lines,
   thousands separators, negative and decimal answers) at tests/fixtures/gsm8k_sample.jsonl.
 - `tiny_model_dir`: a random Qwen2 model + ChatML tokenizer built offline (tests/tiny_model.py).
+- `mlflow_uri`: one real `mlflow server` on 127.0.0.1 for the whole session (tests/mlflow_server.py); tests
+  that share it use their own experiment names.
 No test touches the Hugging Face hub: HF_HUB_OFFLINE is forced on for the whole session.
 """
 
@@ -13,10 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.mlflow_server import mlflow_server
 from tests.tiny_model import FIXTURE, build_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +81,17 @@ def gsm8k_rows(gsm8k_jsonl: Path) -> list[dict]:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2ForCausalLM + tokenizer saved with save_pretrained (built once per session)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2") / "model")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts), started once per session.
+
+    Shared by every test that asks for it: name your own experiment (e.g. after the test module) and look runs up
+    in it, never across the server.
+    """
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,12 @@
         os.environ["MLFLOW_TRACKING_URI"] = uri
         ...
 
-The server runs exactly as the compose service does (`mlflow server --backend-store-uri sqlite:///...
+The server runs as the compose service does (`mlflow server --backend-store-uri sqlite:///...
 --artifacts-destination ...`, artifacts served over HTTP), minus the GenAI job runner, which tests do not
-need and which would start several worker processes. It runs in its own process group, killed on exit.
-As a pytest fixture:
-
-    @pytest.fixture(scope="module")
-    def mlflow_uri(tmp_path_factory):
-        with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-            yield uri
+need and which would start several worker processes, and with MLflow's default --allowed-hosts (loopback only;
+tests/test_web_ui.py runs the service's own command). It runs in its own process group, killed on exit.
+Most tests want tests/conftest.py's session fixture `mlflow_uri` (one server shared by the whole session) instead
+of a server of their own.
 """
 
 from __future__ import annotations
@@ -37,12 +34,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _healthy(uri: str) -> bool:
+def answers(url: str) -> bool:
+    """True when a GET of `url` returns 200 (False while nothing listens yet, or on any error status)."""
     try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def _healthy(uri: str) -> bool:
+    return answers(f"{uri}/health")
+
+
+def wait_until_answers(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 180.0) -> None:
+    """Poll `url` until it answers 200; fail with the tail of the server's log if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not answers(url):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
 
 
 @contextmanager
@@ -66,20 +79,15 @@ def mlflow_server(root: str | Path, host: str = "127.0.0.1", timeout: float = 18
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(uri):
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow server not healthy after {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answers(f"{uri}/health", proc, log_path, timeout)
         yield uri
     finally:
-        _stop(proc)
+        stop(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's own process group (uvicorn runs as a child), then SIGKILL whatever is left of it."""
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a server started with start_new_session=True (its whole process group: uvicorn workers, kernels'
+    launchers), then SIGKILL whatever is left of the group."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
@@ -92,3 +100,6 @@ def _stop(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=5)
+
+
+_stop = stop  # the earlier name (tests/test_compose.py)

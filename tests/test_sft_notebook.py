@@ -1,5 +1,6 @@
 """notebooks/sft_training.ipynb end to end on CPU: papermill on a real Jupyter kernel, the tiny model, the fixture
-data, `max_steps=2`, and a real `mlflow server` on 127.0.0.1. Also: the committed notebook is clean."""
+data, `max_steps=2`, and a real `mlflow server` on 127.0.0.1 (conftest's session `mlflow_uri`, experiment
+`pytest-sft`). Also: the committed notebook is clean."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pytest
 
 from notebooks import sft
 from tests.conftest import REPO_ROOT
-from tests.mlflow_server import mlflow_server
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "sft_training.ipynb"
 # The parameters issue 5 asks for; the cell may have more.
@@ -55,12 +55,6 @@ def test_committed_notebook_is_stripped_markdown_led_and_parameterised():
     assert values["eval_samples"] >= 500
     setup = next(c.source for c in code if "sft.SFTRunConfig(" in c.source)
     assert all(f"{name}={name}," in setup for name in values), "pass every parameter to SFTRunConfig"
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory):
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        yield uri
 
 
 @pytest.fixture(scope="module")
