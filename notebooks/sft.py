@@ -83,7 +83,7 @@ class SFTRunConfig:
     eval_max_new_tokens: int = evaluation.DEFAULT_MAX_NEW_TOKENS
     eval_batch_size: int = 64
     eval_backend: str = "hf"  # the training process holds the GPU: transformers generate, not a vLLM engine
-    mlflow_experiment: str = "sft-qwen2.5-0.5b-gsm8k"
+    mlflow_experiment: str = "gsm8k-sft"
     run_name: str | None = None  # None: sft-<UTC timestamp>
     seed: int = 42
     system_metrics_interval_s: float = 10.0
