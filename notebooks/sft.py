@@ -456,7 +456,7 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
 
 def share(path: Path, recursive: bool = True) -> None:
-    """Make `path` readable and writable by any UID: jupyter runs as 1000, verl as root or the host user."""
+    """Make `path` readable and writable by any UID: jupyter runs as HOST_UID, verl as root with group HOST_GID."""
     paths = [path]
     if recursive and path.is_dir():
         paths += [Path(root) / name for root, dirs, files in os.walk(path) for name in dirs + files]

@@ -5,7 +5,7 @@
 #
 # Environment (all optional):
 #   MODEL_PATH       model dir or hub id        (default: models/sft/latest.json's SFT checkpoint,
-#                                                else Qwen/Qwen2.5-0.5B-Instruct)
+#                                                else BASE_MODEL, else Qwen/Qwen2.5-0.5B-Instruct)
 #   N_GPUS           GPUs per node              (default: 4)
 #   NNODES           Ray nodes                  (default: 1; >1 needs worker nodes joined to the head)
 #   DATA_DIR         GSM8K parquet dir          (default: <repo>/data/gsm8k; prepared if missing)

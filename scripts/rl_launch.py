@@ -108,11 +108,12 @@ class Settings:
 
 
 def choose_model(model_path: str, manifest: Path = SFT_MANIFEST) -> tuple[str, str, dict[str, Any]]:
-    """(model, why, manifest fields): MODEL_PATH > the SFT checkpoint in models/sft/latest.json > Qwen."""
+    """(model, why, manifest fields): MODEL_PATH > the SFT checkpoint in models/sft/latest.json > BASE_MODEL > Qwen."""
     if model_path:
         return model_path, "MODEL_PATH is set", {}
     if not manifest.is_file():
-        return DEFAULT_MODEL, f"no SFT manifest at {manifest}: the released model", {}
+        base = os.environ.get("BASE_MODEL") or DEFAULT_MODEL  # .env's BASE_MODEL in the stack
+        return base, f"no SFT manifest at {manifest}: the base model (BASE_MODEL)", {}
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         path = Path(data["path"])

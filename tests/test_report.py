@@ -294,7 +294,7 @@ def test_refuses_damaged_result_files(tmp_path, damage, message):
 
 
 def test_without_matplotlib_the_table_and_json_are_still_written(four_results, tmp_path, monkeypatch, caplog):
-    """The verl image has no matplotlib: the report degrades to no chart, with a message saying where to draw it."""
+    """Where matplotlib is missing (a bare Python), the report degrades to no chart, saying where to draw it."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     out = tmp_path / "r"
     assert rp.main([*map(str, four_results), "--output-dir", str(out)]) == 0
@@ -402,9 +402,11 @@ def fake_repo(tiny_model_dir, second_tiny_model, tmp_path_factory) -> Path:
     """models/ as training leaves it: an SFT manifest, verl experiments (two for GRPO) with two steps each."""
     root = tmp_path_factory.mktemp("fake-repo")
     models = root / "models"
-    (models / "sft").mkdir(parents=True)
+    _copy_model(tiny_model_dir, models / "sft" / "sft-run")  # a path of its own: the manifest, not BASE_MODEL
     (models / "sft" / "latest.json").write_text(
-        json.dumps({"path": str(tiny_model_dir), "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "mlflow_run_id": "x"})
+        json.dumps(
+            {"path": str(models / "sft" / "sft-run"), "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "mlflow_run_id": "x"}
+        )
     )
     rl = models / "rl"
     for experiment in ("ppo-qwen2.5-0.5b-instruct", "grpo-old", "grpo-sft-run"):
@@ -450,7 +452,7 @@ def test_evaluate_all_evaluates_every_model_and_reports(evaluate_all_run, fake_r
     results = {label: json.loads((eval_dir / f"{label}.json").read_text()) for label in ("base", "sft", "ppo", "grpo")}
     rl = fake_repo / "models" / "rl"
     assert results["base"]["model"] == str(tiny_model_dir)  # BASE_MODEL override
-    assert results["sft"]["model"] == str(tiny_model_dir)  # from models/sft/latest.json
+    assert results["sft"]["model"] == str(fake_repo / "models" / "sft" / "sft-run")  # from models/sft/latest.json
     # the step latest_checkpointed_iteration.txt names (not a newer, unfinished one), HF weights saved with it
     assert results["ppo"]["model"] == str(rl / "ppo-qwen2.5-0.5b-instruct/global_step_1/actor/huggingface")
     assert results["grpo"]["model"] == str(rl / "grpo-sft-run/global_step_2/actor/huggingface")  # newest experiment

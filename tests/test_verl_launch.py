@@ -64,9 +64,16 @@ def test_model_path_that_is_not_a_folder_fails_before_anything_else(tmp_path):
         rl_launch.settings_from_args(args)
 
 
-def test_no_manifest_means_the_released_model(tmp_path):
+def test_no_manifest_means_the_released_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("BASE_MODEL", raising=False)
     model, why, _ = rl_launch.choose_model("", tmp_path / "missing.json")
     assert model == "Qwen/Qwen2.5-0.5B-Instruct" and "no SFT manifest" in why
+
+
+def test_no_manifest_means_the_base_model_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASE_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # .env's BASE_MODEL, passed by compose
+    model, why, _ = rl_launch.choose_model("", tmp_path / "missing.json")
+    assert model == "Qwen/Qwen2.5-1.5B-Instruct" and "BASE_MODEL" in why
 
 
 def test_broken_manifest_is_an_error_not_a_silent_fallback(tmp_path):
