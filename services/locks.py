@@ -69,22 +69,26 @@ JUPYTER_BASE_OWNED = (
 class ImageLock:
     """How one image's requirements.in is resolved into its requirements.lock."""
 
-    name: str
+    name: str  # IMAGE or IMAGE-cpu: the CPU variant (docker-compose.cpu.yml) of services/IMAGE/
     python: str  # the base image's Python
     base: tuple[str, ...] = ()  # NAME==VERSION the base image provides; constraints, checked by `verify`
     not_emitted: tuple[str, ...] = field(default=())
 
     @property
+    def cpu(self) -> bool:
+        return self.name.endswith("-cpu")
+
+    @property
     def folder(self) -> Path:
-        return SERVICES / self.name
+        return SERVICES / self.name.removesuffix("-cpu")
 
     @property
     def requirements_in(self) -> Path:
-        return self.folder / "requirements.in"
+        return self.folder / ("requirements-cpu.in" if self.cpu else "requirements.in")
 
     @property
     def lock(self) -> Path:
-        return self.folder / "requirements.lock"
+        return self.folder / ("requirements-cpu.lock" if self.cpu else "requirements.lock")
 
 
 IMAGES = {
@@ -96,7 +100,13 @@ IMAGES = {
     ),
     "jupyter": ImageLock("jupyter", python="3.13", base=("torch==2.11.0",), not_emitted=tuple(JUPYTER_BASE_OWNED)),
     "mlflow": ImageLock("mlflow", python="3.11"),
+    # The CPU variant: Debian bookworm's Python 3.11 and PyTorch's CPU build, which the lock pins with the
+    # hash of PyTorch's own wheel (found in LOCAL_WHEELS where this machine has it, else on PyTorch's CPU index).
+    "verl-cpu": ImageLock("verl-cpu", python="3.11"),
 }
+
+LOCAL_WHEELS = Path("/opt/wheels")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def find_uv() -> str:
@@ -122,6 +132,11 @@ def compile_command(image: ImageLock, output: Path, constraints: Path | None) ->
     ]  # fmt: skip
     if constraints is not None:
         cmd += ["--constraints", str(constraints)]
+    if image.cpu:
+        if any(LOCAL_WHEELS.glob("torch-*+cpu-*.whl")):
+            cmd += ["--find-links", str(LOCAL_WHEELS)]
+        else:
+            cmd += ["--extra-index-url", TORCH_CPU_INDEX, "--index-strategy", "unsafe-best-match"]
     for name in image.not_emitted:
         cmd += ["--no-emit-package", name]
     return cmd
