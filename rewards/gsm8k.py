@@ -13,8 +13,12 @@ verl loads this file by path (`reward.custom_reward_function.path=rewards/gsm8k.
 Modes (kwarg `mode`, from `+reward.custom_reward_function.reward_kwargs.mode=...`):
 
 - `strict`: the number after the LAST `####`. Accepts `#### $1,234.00.`, `####42`, `#### 007`,
-  `#### 50%`, `#### 18 apples`, `#### -5`; compares numerically. Finds the marker however much text
-  follows it (verl's built-in scorer looks only at the last 300 characters).
+  `#### 50%`, `#### 18 apples`, `#### -5`, `#### +5`, and the light decoration graders accept around
+  the number: markdown emphasis (`#### **42**`, `*42*`, `__42__`), LaTeX (`#### $42$`, `\\(42\\)`,
+  `\\boxed{42}`) and a short lead-in (`#### The final answer is 42`, `#### Answer: 42`). Anything else
+  after the marker (`#### about 40`, `#### 6 x 7 = 42`, `#### The answer depends on 3`) still scores 0
+  or reads the first number. Compares numerically. Finds the marker however much text follows it (verl's
+  built-in scorer looks only at the last 300 characters).
 - `flexible`: the answer the response commits to, in this order: the last `####` answer, the last
   `\\boxed{...}`, the last "answer is ..." / "Answer: ...", the last `<answer>...</answer>`, the last
   number in the text.
@@ -44,6 +48,12 @@ _MAX_PHRASES = 20
 _NUMBER = re.compile(r"\s*(?P<sign>[-\u2212]?)[ \t]*\$?[ \t]*(?P<sign2>[-\u2212]?)(?P<num>\d[\d,]*(?:\.\d+)?|\.\d+)")
 # What may sit between "answer" and its number: "answer is", "Answer:", "**Answer:** $", "answer = ".
 _AFTER_PHRASE = re.compile(r"[ \t*:=]*(?:is|was|would be|will be|should be)?[ \t*:=]*(?:approximately|about)?[ \t]*")
+# What strict mode skips between `####` and its number: emphasis, LaTeX openers, then at most one lead-in
+# phrase ("The final answer is", "Answer:"), more decoration, and an explicit plus sign.
+_DECORATION = r"(?:[\s*_$]|\\\(|\\\[|\\boxed\{|\\text\{|\{)*"
+_STRICT_LEAD = re.compile(
+    _DECORATION + r"(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:=]?" + _DECORATION + r")?(?:\+(?=[\d$]))?", re.IGNORECASE
+)
 _CONTINUES = frozenset("0123456789,.")
 _DIGITS = "0123456789"
 
@@ -67,6 +77,8 @@ def _canonical(m: re.Match[str]) -> str | None:
     if "," in digits:
         digits = digits.replace(",", "")
     if "." not in digits:  # the common case: an integer
+        if digits[0] != "0":  # already canonical: no int() round trip
+            return "-" + digits if sign or sign2 else digits
         value = int(digits)
         return str(-value) if sign or sign2 else str(value)
     try:
@@ -105,7 +117,13 @@ def _strict(text: str) -> str | None:
     pos = text.rfind(MARKER)
     if pos < 0:
         return None
-    return _number_at(text, pos + len(MARKER))
+    start = pos + len(MARKER)
+    number = _number_at(text, start)  # the common case: the number right after the marker
+    if number is None:
+        lead = _STRICT_LEAD.match(text, start, start + _WINDOW)
+        if lead.end() > start:
+            number = _number_at(text, lead.end())
+    return number
 
 
 def _boxed(text: str) -> str | None:
@@ -226,7 +244,10 @@ def compute_score(
     >>> compute_score("openai/gsm8k", "#### 41", "42", format_score=0.1)
     {'score': 0.1, 'acc': 0.0, 'pred': '41'}
     """
-    pred = extract_answer(solution_str, mode)
+    if mode == "strict" and isinstance(solution_str, str):  # the RL hot path, one call shorter
+        pred = _strict(solution_str)
+    else:
+        pred = extract_answer(solution_str, mode)
     if pred is None:
         return {"score": 0.0, "acc": 0.0, "pred": ""}
     # Canonical spellings are unique (no separators, no trailing zeros), so equal numbers are equal strings.

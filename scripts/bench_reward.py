@@ -46,6 +46,8 @@ def realistic_responses(seed: int = 0) -> list[tuple[str, str, bool]]:
             (f"{reasoning}#### {truth} units", True),  # trailing unit
             (f"{reasoning}#### {truth}\n" + TAIL * rng.randint(4, 12), True),  # keeps writing after the marker
             (f"{reasoning}#### {wrong}\nWait, let me recompute.\n{reasoning}#### {truth}", True),  # correction
+            (f"{reasoning}#### **{truth}**", True),  # markdown emphasis
+            (f"{reasoning}#### The final answer is {truth}", True),  # lead-in phrase
             (f"{reasoning}#### {wrong}", False),  # wrong answer
             (f"{reasoning}The answer is {truth}.", False),  # right number, no marker: strict says 0
             (f"{reasoning}#### {truth}\nActually, it is\n#### {wrong}", False),  # final answer is wrong
@@ -65,6 +67,7 @@ def adversarial() -> dict[str, str]:
         "10^5 braces": "{" * 100_000 + "}" * 100_000,
         "10^5 'answer is'": "answer is " * 100_000,
         "1 MB of '1,'": "1," * 500_000,
+        "10^5 '#### **' decorations": "#### " + "**" * 100_000,
     }
 
 

@@ -45,6 +45,23 @@ STRICT_CASES = [
     ("#### 5\nWait, I made an error.\n#### 72", "72", 1.0),  # the LAST marker counts
     ("#### 72\nWait, I made an error.\n#### 5", "72", 0.0),  # ... also when it is wrong
     ("#### 72\n" + "I am confident in this. " * 200, "72", 1.0),  # marker far from the end
+    ("#### **72**", "72", 1.0),  # markdown bold around the number
+    ("#### *72*", "72", 1.0),  # markdown italics
+    ("#### __72__", "72", 1.0),  # markdown bold, underscores
+    ("#### +72", "72", 1.0),  # explicit plus sign
+    ("#### $72$", "72", 1.0),  # LaTeX inline math
+    ("#### \\(72\\)", "72", 1.0),  # LaTeX \( \)
+    ("#### \\boxed{72}", "72", 1.0),  # boxed after the marker
+    ("#### $\\boxed{72}$", "72", 1.0),  # boxed in inline math
+    ("#### The final answer is 72", "72", 1.0),  # lead-in phrase
+    ("#### Answer: 72", "72", 1.0),  # short lead-in with a colon
+    ("#### **Answer:** $1,008.", "1008", 1.0),  # emphasis, lead-in, dollar and separators together
+    ("#### The answer is **-5**", "-5", 1.0),  # lead-in, emphasis, negative
+    ("#### about 72", "72", 0.0),  # a hedge is not a final number
+    ("#### The answer depends on 72", "72", 0.0),  # not a lead-in phrase
+    ("#### 6 x 12 = 72", "72", 0.0),  # an expression: the first number is read, and it is wrong
+    ("#### \\frac{144}{2}", "72", 0.0),  # LaTeX that is not a plain number
+    ("#### + -72", "-72", 0.0),  # a plus then a minus is not clearly a number
     ("#### 71", "72", 0.0),  # wrong number
     ("#### 720", "72", 0.0),  # a prefix of the right number is not right
     ("#### 7.2", "72", 0.0),  # decimal point is not a separator
