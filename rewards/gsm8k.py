@@ -51,9 +51,8 @@ _AFTER_PHRASE = re.compile(r"[ \t*:=]*(?:is|was|would be|will be|should be)?[ \t
 # What strict mode skips between `####` and its number: emphasis, LaTeX openers, then at most one lead-in
 # phrase ("The final answer is", "Answer:"), more decoration, and an explicit plus sign.
 _DECORATION = r"(?:[\s*_$]|\\\(|\\\[|\\boxed\{|\\text\{|\{)*"
-_STRICT_LEAD = re.compile(
-    _DECORATION + r"(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:=]?" + _DECORATION + r")?(?:\+(?=[\d$]))?", re.IGNORECASE
-)
+_LEAD_IN = r"(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:=]?" + _DECORATION + r")?"
+_STRICT_LEAD = re.compile(_DECORATION + _LEAD_IN + r"(?:\+(?=[\d$]))?", re.IGNORECASE)
 _CONTINUES = frozenset("0123456789,.")
 _DIGITS = "0123456789"
 
