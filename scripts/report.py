@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as `python scripts/report.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rewards.gsm8k import MODES  # noqa: E402
-from scripts.evaluate import Z_95, wilson_interval  # noqa: E402
+from scripts.lib.stats import Z_95, wilson_interval  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
