@@ -21,8 +21,9 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: requirements/test.lock | $(BIN)/uv
+$(VENV)/.synced: requirements/test.lock pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip sync --python $(BIN)/python $(TORCH_SOURCE) requirements/test.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.synced

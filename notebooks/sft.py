@@ -32,7 +32,6 @@ import logging
 import os
 import shutil
 import time
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 from data.prompt import PROMPT_VERSION
 from rewards.gsm8k import MODES
-from scripts import evaluate as evaluation
+from scripts.lib import evaluation
+from scripts.lib.atomic import atomic_dir, atomic_write
+from scripts.lib.mlflow_health import check_mlflow
+from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, under_repo
+from scripts.lib.prompt_check import stale_prompt
 
 if TYPE_CHECKING:
     import datasets
@@ -55,7 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BATCHING = ("packed", "padding_free", "padded")
 DATA_FILES = {"sft_train": "sft_train.parquet", "sft_val": "sft_val.parquet", "val": "val.parquet"}
 
@@ -64,7 +66,7 @@ DATA_FILES = {"sft_train": "sft_train.parquet", "sft_val": "sft_val.parquet", "v
 class SFTRunConfig:
     """Every knob of one SFT run. Defaults are the real run on one H100 (the notebook's parameters cell)."""
 
-    model_path: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    model_path: str = DEFAULT_MODEL
     data_dir: str = "data/gsm8k"  # relative paths are under the repo root
     output_dir: str | None = None  # None: models/sft/<run_name>
     manifest_path: str = "models/sft/latest.json"  # what scripts/run_ppo.sh reads
@@ -100,24 +102,19 @@ class SFTRunConfig:
 
     @property
     def data_path(self) -> Path:
-        return _under_repo(self.data_dir)
+        return under_repo(self.data_dir)
 
     @property
     def output_path(self) -> Path:
-        return _under_repo(self.output_dir or f"models/sft/{self.run_name}")
+        return under_repo(self.output_dir or f"models/sft/{self.run_name}")
 
     @property
     def manifest_file(self) -> Path:
-        return _under_repo(self.manifest_path)
+        return under_repo(self.manifest_path)
 
     def params(self) -> dict[str, Any]:
         """MLflow params, prefixed `sft.` so they never collide with the Trainer's own (params are immutable)."""
         return {f"sft.{k}": v for k, v in dataclasses.asdict(self).items()}
-
-
-def _under_repo(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
@@ -131,14 +128,9 @@ def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
             "(File > New > Terminal), then run this notebook again:\n\n"
             f"    python {REPO_ROOT / 'data' / 'prepare_gsm8k.py'} --output-dir {cfg.data_path}\n"
         )
-    manifest = cfg.data_path / "manifest.json"
-    if manifest.is_file():
-        version = json.loads(manifest.read_text()).get("prompt_version")
-        if version not in (None, PROMPT_VERSION):
-            raise ValueError(
-                f"{cfg.data_path} was prepared with prompt {version!r}, data/prompt.py is now {PROMPT_VERSION!r}; "
-                f"rebuild it: python {REPO_ROOT / 'data' / 'prepare_gsm8k.py'} --output-dir {cfg.data_path} --force"
-            )
+    stale = stale_prompt(cfg.data_path)
+    if stale:
+        raise ValueError(stale)
     return files
 
 
@@ -280,7 +272,6 @@ def build_trainer(
 
     check_output_dir(cfg)
     shutil.rmtree(_staging_dir(cfg), ignore_errors=True)  # left by an interrupted attempt
-    make_dirs(cfg.output_path.parent)
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(_staging_dir(cfg)),  # nothing is saved during the run; the final model is renamed into place
@@ -352,18 +343,9 @@ def start_mlflow_run(cfg: SFTRunConfig) -> mlflow.ActiveRun:
     """Open the notebook's one MLflow run (MLFLOW_TRACKING_URI from the environment), system metrics on."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
         logger.warning("MLFLOW_TRACKING_URI is not set: MLflow logs to %s", mlflow.get_tracking_uri())
-    elif uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
-                response.read()
-        except OSError as exc:
-            raise ConnectionError(
-                f"MLflow at {uri} (MLFLOW_TRACKING_URI) is not reachable: {exc}. Start it "
-                "(`docker compose up -d mlflow`) or point MLFLOW_TRACKING_URI at a running server."
-            ) from exc
+    check_mlflow()
     if mlflow.active_run() is not None:  # a previous attempt in this kernel failed half-way
         logger.warning("ending the MLflow run %s left open by an earlier attempt", mlflow.active_run().info.run_id)
         mlflow.end_run(status="KILLED")
@@ -435,47 +417,21 @@ def log_training_summary(trainer: SFTTrainer) -> dict[str, float]:
 
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: SFTRunConfig) -> Path:
-    """Save model + tokenizer (chat template included) to `output_dir`, atomically and writable by every UID.
+    """Save model + tokenizer (chat template included) to `output_dir` atomically (never half a model there).
 
     Saved in bf16 on GPU (what vLLM and verl load; the base model ships in bf16), fp32 on CPU.
     """
     import torch
 
     out = check_output_dir(cfg)
-    staging = _staging_dir(cfg)
     if torch.cuda.is_available():
         model = model.to(torch.bfloat16)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    share(staging)
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(staging, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(_staging_dir(cfg), ignore_errors=True)  # the Trainer's output_dir: nothing is kept from it
     logger.info("saved the SFT model to %s", out)
     return out
-
-
-def share(path: Path, recursive: bool = True) -> None:
-    """Make `path` readable and writable by any UID: jupyter runs as HOST_UID, verl as root with group HOST_GID."""
-    paths = [path]
-    if recursive and path.is_dir():
-        paths += [Path(root) / name for root, dirs, files in os.walk(path) for name in dirs + files]
-    for p in paths:
-        try:
-            p.chmod(p.stat().st_mode | (0o777 if p.is_dir() else 0o666))
-        except PermissionError:  # someone else's file, e.g. models/ created by the host user
-            logger.debug("cannot chmod %s (not ours)", p)
-
-
-def make_dirs(path: Path) -> None:
-    """mkdir -p, sharing (see `share`) each directory it creates, e.g. models/sft/ on the first run."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
-        share(directory, recursive=False)
 
 
 def manifest_model_path(path: Path) -> str:
@@ -497,8 +453,7 @@ def write_manifest(cfg: SFTRunConfig, run_id: str, after: evaluation.EvalResult)
         "eval_samples": after.n,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    make_dirs(cfg.manifest_file.parent)
-    evaluation.write_json(cfg.manifest_file, manifest)
+    atomic_write(cfg.manifest_file, json.dumps(manifest, indent=2) + "\n")
     logger.info("wrote %s -> %s", cfg.manifest_file, manifest["path"])
     return manifest
 

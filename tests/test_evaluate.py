@@ -1,4 +1,5 @@
-"""scripts/evaluate.py: scoring, the Wilson interval, problem loading, HF generation and the CLI."""
+"""scripts/lib/evaluation.py and its CLI scripts/evaluate.py: scoring, the Wilson interval, problem loading, HF
+generation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data.prompt import user_message
-from scripts import evaluate as ev
+from scripts import evaluate as cli
+from scripts.lib import evaluation as ev
+from scripts.lib.stats import wilson_interval
 from tests.conftest import REPO_ROOT
 
 # Reference values: Wilson score interval, z = 1.96 (e.g. Newcombe 1998, Table I; statsmodels proportion_confint).
@@ -28,7 +31,7 @@ WILSON_CASES = [
 
 @pytest.mark.parametrize("k, n, low, high", WILSON_CASES)
 def test_wilson_interval_matches_reference_values(k, n, low, high):
-    lo, hi = ev.wilson_interval(k, n)
+    lo, hi = wilson_interval(k, n)
     assert lo == pytest.approx(low, abs=1e-4)
     assert hi == pytest.approx(high, abs=1e-4)
 
@@ -36,15 +39,15 @@ def test_wilson_interval_matches_reference_values(k, n, low, high):
 @given(n=st.integers(1, 5000), data=st.data())
 def test_wilson_interval_contains_the_estimate(n, data):
     k = data.draw(st.integers(0, n))
-    lo, hi = ev.wilson_interval(k, n)
+    lo, hi = wilson_interval(k, n)
     assert 0.0 <= lo <= k / n <= hi <= 1.0
-    assert hi - lo <= ev.wilson_interval(n // 2, n)[1] - ev.wilson_interval(n // 2, n)[0] + 1e-12  # widest at p=.5
+    assert hi - lo <= wilson_interval(n // 2, n)[1] - wilson_interval(n // 2, n)[0] + 1e-12  # widest at p=.5
 
 
 def test_wilson_interval_edge_cases():
-    assert ev.wilson_interval(0, 0) == (0.0, 1.0)  # nothing measured: nothing known
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # nothing measured: nothing known
     with pytest.raises(ValueError, match="successes"):
-        ev.wilson_interval(11, 10)
+        wilson_interval(11, 10)
 
 
 def _problem(truth: str) -> ev.Problem:
@@ -69,11 +72,11 @@ def test_score_counts_both_modes():
     assert [s["correct_strict"] for s in result.samples] == [c[2] for c in SCORE_CASES]
     assert [s["correct_flexible"] for s in result.samples] == [c[3] for c in SCORE_CASES]
     assert result.accuracy == {"strict": 2 / 6, "flexible": 4 / 6}
-    assert result.ci95["strict"] == ev.wilson_interval(2, 6)
+    assert result.ci95["strict"] == wilson_interval(2, 6)
     assert result.samples[2]["pred_flexible"] == "1008"
     metrics = result.metrics("val_after")
     assert metrics["val_after/accuracy_strict"] == 2 / 6
-    assert metrics["val_after/ci95_high_flexible"] == ev.wilson_interval(4, 6)[1]
+    assert metrics["val_after/ci95_high_flexible"] == wilson_interval(4, 6)[1]
     assert "strict 33.3%" in result.summary()
 
 
@@ -191,7 +194,7 @@ def test_cli_writes_json_and_logs_to_mlflow(tiny_model_dir, gsm8k_data_dir, tmp_
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_backend_without_vllm_says_what_to_do(tiny_model_dir, gsm8k_data_dir, capsys):
-    code = ev.main(
+    code = cli.main(
         ["--model", str(tiny_model_dir), "--data", str(gsm8k_data_dir / "val.parquet"), "--backend", "vllm"]
     )
     assert code == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from notebooks import sft
-from scripts import evaluate as ev
+from scripts.lib import evaluation as ev
 
 
 def _cfg(tmp_path, **overrides) -> sft.SFTRunConfig:
@@ -128,10 +128,18 @@ def test_existing_output_dir_is_refused_before_training(tmp_path):
 
 
 def test_manifest_is_atomic_and_writable_by_every_container(tmp_path):
+    """Under the stack's umask (0002) the manifest and the folders made for it are group-writable: jupyter (HOST_UID)
+    and verl (root, group HOST_GID) can both replace it."""
+    import os
+
     cfg = _cfg(tmp_path, manifest_path=str(tmp_path / "models" / "sft" / "latest.json"), model_path="base/model")
     problems = [ev.Problem(0, "q", "5", [])] * 2
     after = ev.score(problems, ["#### 5", "\\boxed{5}"])
-    manifest = sft.write_manifest(cfg, "run123", after)
+    old_umask = os.umask(0o002)
+    try:
+        manifest = sft.write_manifest(cfg, "run123", after)
+    finally:
+        os.umask(old_umask)
     on_disk = json.loads(cfg.manifest_file.read_text())
     assert on_disk == manifest
     assert on_disk["path"] == str(cfg.output_path.resolve())  # outside the repo: absolute
@@ -139,6 +147,6 @@ def test_manifest_is_atomic_and_writable_by_every_container(tmp_path):
     assert on_disk["eval_accuracy"] == {"strict": 0.5, "flexible": 1.0}
     assert on_disk["created_at"].endswith("+00:00")
     assert [p.name for p in cfg.manifest_file.parent.iterdir()] == ["latest.json"]  # no temp file left
-    assert stat.S_IMODE(cfg.manifest_file.stat().st_mode) & 0o666 == 0o666
-    for created in (tmp_path / "models", tmp_path / "models" / "sft"):  # dirs it made: others can write there too
-        assert stat.S_IMODE(created.stat().st_mode) & 0o777 == 0o777
+    assert stat.S_IMODE(cfg.manifest_file.stat().st_mode) == 0o664
+    for created in (tmp_path / "models", tmp_path / "models" / "sft"):  # dirs it made: the group can write there
+        assert stat.S_IMODE(created.stat().st_mode) == 0o775

@@ -1,0 +1,71 @@
+"""Find what training left behind: the SFT checkpoint its manifest names, and the newest RL checkpoint.
+
+- SFT: notebooks/sft_training.ipynb writes models/sft/latest.json, `{"path": "models/sft/<run>", ...}`, the path
+  relative to the repo root (valid on the host and in the containers) or absolute.
+- RL: verl writes `<experiment>/global_step_N/actor/...` and, after a save completes,
+  `<experiment>/latest_checkpointed_iteration.txt` with N (not with `async_save`: then the highest N counts).
+  Hugging Face weights are in `actor/huggingface/` when `hf_model` is in `actor.checkpoint.save_contents`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from scripts.lib.paths import REPO_ROOT, SFT_MANIFEST, to_host, under_repo
+
+TRACKER = "latest_checkpointed_iteration.txt"
+
+
+def read_sft_manifest(manifest: Path = SFT_MANIFEST, root: Path = REPO_ROOT) -> dict[str, Any] | None:
+    """The manifest's fields, `path` made an absolute path that exists here; None when there is no manifest.
+
+    Raises ValueError naming the manifest when it is not JSON, has no `path`, or the path holds no model.
+    """
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        path = to_host(under_repo(data["path"], root), root)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f'{manifest} is not an SFT manifest (no readable "path": {exc!r})') from None
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{manifest} names {path}, which holds no model (no config.json)")
+    return {**data, "path": path}
+
+
+def latest_step(experiment: Path) -> int | None:
+    """The step of the newest complete checkpoint in a verl experiment folder, or None when there is none."""
+    try:
+        return int((experiment / TRACKER).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        pass
+    found = (re.fullmatch(r"global_step_(\d+)", p.name) for p in experiment.glob("global_step_*") if p.is_dir())
+    return max((int(m[1]) for m in found if m), default=None)
+
+
+def has_weights(folder: Path) -> bool:
+    """True when `folder` holds Hugging Face weights (safetensors or pytorch_model*.bin)."""
+    return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+
+
+def newest_experiment(rl_dir: Path, algo: str) -> tuple[Path | None, list[Path]]:
+    """(the most recently written `<rl_dir>/<algo>-*` folder or None, all of them)."""
+    found = sorted(p for p in rl_dir.glob(f"{algo}-*") if p.is_dir())
+    return max(found, key=lambda p: p.stat().st_mtime, default=None), found
+
+
+def rl_hf_model(experiment: Path) -> Path:
+    """The Hugging Face weights of the newest checkpoint in `experiment`; ValueError says why there are none."""
+    step = latest_step(experiment)
+    if step is None:
+        raise ValueError(f"no checkpoint in {experiment} yet (no {TRACKER} or global_step_N folder)")
+    folder = experiment / f"global_step_{step}" / "actor" / "huggingface"
+    if not has_weights(folder):
+        raise ValueError(
+            f"the step-{step} checkpoint has no Hugging Face weights in {folder} (hf_model not in "
+            f"actor.checkpoint.save_contents); make them with: bash scripts/export_checkpoint.sh {experiment}"
+        )
+    return folder

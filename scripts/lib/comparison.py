@@ -1,0 +1,251 @@
+"""The numbers behind scripts/report.py: read evaluation results, check they are comparable, pair them up.
+
+Each model is compared with a baseline on the SAME problems: accuracy with a Wilson interval, the paired
+difference with Newcombe's interval, and McNemar's exact test (scripts/lib/stats.py). Results that are not on
+the same problems (data file, n, prompt version, max_new_tokens, problem set) are refused with ReportError.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rewards.gsm8k import MODES
+from scripts.lib.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_interval
+
+# Published GSM8K test numbers for context only: other pipelines (prompt, decoding, answer extraction), not ours.
+EXTERNAL_REFERENCE = [
+    {
+        "model": "Qwen2.5-0.5B-Instruct as released",
+        "gsm8k_test": 49.6,
+        "source": "Qwen2.5 release (Qwen team); verl's baseline table lists 36.4 for the same checkpoint",
+    },
+    {
+        "model": "Qwen2.5-0.5B-Instruct + PPO (verl)",
+        "gsm8k_test": 56.7,
+        "source": "verl docs/algo/baseline.md (batch 256, 15 epochs, strict `####` scoring)",
+    },
+    {
+        "model": "Qwen2.5-0.5B-Instruct + GRPO-LoRA (verl, rank 32)",
+        "gsm8k_test": 54.3,
+        "source": "verl docs/algo/baseline.md",
+    },
+]
+
+
+class ReportError(ValueError):
+    """Inputs that cannot be compared; the message names the files and says what to do."""
+
+
+@dataclass
+class Result:
+    """One evaluate.py output, reduced to what the report needs; `correct[mode]` is ordered by `indices`."""
+
+    label: str
+    path: Path
+    model: str
+    data: str
+    backend: str
+    n: int
+    prompt_version: str
+    max_new_tokens: int
+    created_at: str
+    indices: np.ndarray
+    problems: dict[int, tuple[str, str]]  # index -> (question, ground_truth)
+    correct: dict[str, np.ndarray]
+
+
+@dataclass
+class Paired:
+    """Model vs baseline on the same n problems, one reward mode."""
+
+    label: str
+    baseline: str
+    mode: str
+    n: int
+    both_correct: int
+    fixed: int  # solved by the model, not by the baseline
+    broke: int  # solved by the baseline, not by the model
+    both_wrong: int
+    diff: float
+    ci95_newcombe: tuple[float, float]
+    mcnemar_p: float
+
+
+def compare(
+    model: np.ndarray,
+    reference: np.ndarray,
+    *,
+    label: str = "",
+    baseline: str = "",
+    mode: str = "",
+) -> Paired:
+    """Paired statistics of `model` vs `reference`: boolean correctness over the same problems, same order."""
+    model, reference = np.asarray(model, dtype=bool), np.asarray(reference, dtype=bool)
+    if model.shape != reference.shape:
+        raise ValueError(f"paired vectors differ in length: {model.shape} vs {reference.shape}")
+    n = int(model.size)
+    both = int(np.sum(model & reference))
+    fixed = int(np.sum(model & ~reference))
+    broke = int(np.sum(~model & reference))
+    neither = n - both - fixed - broke
+    return Paired(
+        label=label,
+        baseline=baseline,
+        mode=mode,
+        n=n,
+        both_correct=both,
+        fixed=fixed,
+        broke=broke,
+        both_wrong=neither,
+        diff=(fixed - broke) / n if n else 0.0,
+        ci95_newcombe=newcombe_paired_interval(both, fixed, broke, neither),
+        mcnemar_p=mcnemar_exact_p(fixed, broke),
+    )
+
+
+def load_result(path: str | Path, label: str) -> Result:
+    """Read one evaluate.py output and check it is complete and self-consistent."""
+    path = Path(path)
+    redo = f"re-create it with `python scripts/evaluate.py --model ... --data ... --output {path}`"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such result file; {redo}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not readable as JSON ({exc}); {redo}") from None
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: expected a JSON object from scripts/evaluate.py; {redo}")
+    missing = [k for k in ("model", "data", "n", "accuracy", "samples", "prompt_version") if k not in raw]
+    if missing:
+        raise ReportError(f"{path}: not an evaluate.py result (missing {', '.join(missing)}); {redo}")
+    samples = raw["samples"]
+    if not isinstance(samples, list) or len(samples) != raw["n"]:
+        count = len(samples) if isinstance(samples, list) else "no"
+        raise ReportError(f"{path}: n is {raw['n']} but it holds {count} samples; the file is damaged, {redo}")
+    keys = ["index", "question", "ground_truth", *(f"correct_{m}" for m in MODES)]
+    problems: dict[int, tuple[str, str]] = {}
+    for i, sample in enumerate(samples):
+        gone = [k for k in keys if not isinstance(sample, dict) or k not in sample]
+        if gone:
+            raise ReportError(f"{path}: sample {i} lacks {', '.join(gone)}; {redo}")
+        index = int(sample["index"])
+        if index in problems:
+            raise ReportError(f"{path}: problem index {index} appears twice (samples {i} and another); {redo}")
+        problems[index] = (str(sample["question"]), str(sample["ground_truth"]))
+    order = sorted(range(len(samples)), key=lambda i: int(samples[i]["index"]))
+    correct = {m: np.array([bool(samples[i][f"correct_{m}"]) for i in order], dtype=bool) for m in MODES}
+    for mode in MODES:
+        stated = (raw["accuracy"] or {}).get(mode)
+        counted = float(correct[mode].mean()) if len(samples) else 0.0
+        if stated is None or abs(float(stated) - counted) > 1e-9:
+            raise ReportError(
+                f"{path}: accuracy[{mode}] says {stated} but its samples give {counted:.6f}; "
+                f"the file was edited or damaged, {redo}"
+            )
+    return Result(
+        label=label,
+        path=path,
+        model=str(raw["model"]),
+        data=str(raw["data"]),
+        backend=str(raw.get("backend", "")),
+        n=int(raw["n"]),
+        prompt_version=str(raw["prompt_version"]),
+        max_new_tokens=int(raw.get("max_new_tokens", 0)),
+        created_at=str(raw.get("created_at", "")),
+        indices=np.array([int(samples[i]["index"]) for i in order], dtype=np.int64),
+        problems=problems,
+        correct=correct,
+    )
+
+
+def check_comparable(results: list[Result]) -> list[str]:
+    """Raise ReportError unless every result covers the same problems under the same settings; return warnings."""
+    ref = results[0]
+    fix = "evaluate them the same way (`FORCE=1 python scripts/evaluate_all.py` re-runs every model)"
+    for other in results[1:]:
+        pair = f"{other.path} ({other.label}) and {ref.path} ({ref.label})"
+        if Path(other.data).name != Path(ref.data).name:
+            raise ReportError(
+                f"{pair} were evaluated on different data files ({other.data} vs {ref.data}); {fix} on one file"
+            )
+        for field, what in (("n", "problem counts"), ("prompt_version", "prompt versions")):
+            if getattr(other, field) != getattr(ref, field):
+                raise ReportError(
+                    f"{pair} have different {what} ({getattr(other, field)} vs {getattr(ref, field)}); {fix}"
+                )
+        if other.max_new_tokens != ref.max_new_tokens:
+            raise ReportError(
+                f"{pair} used different max_new_tokens ({other.max_new_tokens} vs {ref.max_new_tokens}); {fix}"
+            )
+        only_other = sorted(set(other.problems) - set(ref.problems))
+        only_ref = sorted(set(ref.problems) - set(other.problems))
+        if only_other or only_ref:
+            raise ReportError(
+                f"{pair} cover different problems: {len(only_other)} indices only in {other.path.name} "
+                f"(e.g. {only_other[:5]}), {len(only_ref)} only in {ref.path.name} (e.g. {only_ref[:5]}); {fix}"
+            )
+        changed = [i for i in sorted(ref.problems) if ref.problems[i] != other.problems[i]]
+        if changed:
+            raise ReportError(
+                f"{pair} disagree on the question or ground truth of {len(changed)} problems (e.g. index "
+                f"{changed[0]}): they come from different data files; {fix} on one file"
+            )
+    warnings = []
+    backends = {r.backend for r in results}
+    if len(backends) > 1:
+        warnings.append(
+            "results come from different backends ("
+            + ", ".join(f"{r.label}: {r.backend}" for r in results)
+            + "); greedy decoding in vLLM and transformers can differ on a few problems"
+        )
+    return warnings
+
+
+def build_report(results: list[Result], baseline: str) -> dict[str, Any]:
+    """All numbers of the report as one JSON-ready dict (after `check_comparable`)."""
+    warnings = check_comparable(results)
+    base = next(r for r in results if r.label == baseline)
+    models = []
+    for r in results:
+        correct = {m: int(r.correct[m].sum()) for m in MODES}
+        models.append(
+            {
+                "label": r.label,
+                "model": r.model,
+                "backend": r.backend,
+                "result_file": str(r.path),
+                "evaluated_at": r.created_at,
+                "correct": correct,
+                "accuracy": {m: correct[m] / r.n if r.n else 0.0 for m in MODES},
+                "ci95": {m: list(wilson_interval(correct[m], r.n)) for m in MODES},
+            }
+        )
+    comparisons = []
+    for r in results:
+        if r is base:
+            continue
+        for mode in MODES:
+            paired = compare(r.correct[mode], base.correct[mode], label=r.label, baseline=baseline, mode=mode)
+            comparisons.append({**vars(paired), "ci95_newcombe": list(paired.ci95_newcombe)})
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_file": Path(base.data).name,
+        "data": {r.label: r.data for r in results},
+        "n": base.n,
+        "prompt_version": base.prompt_version,
+        "max_new_tokens": base.max_new_tokens,
+        "decoding": "greedy",
+        "baseline": baseline,
+        "modes": list(MODES),
+        "confidence": 0.95,
+        "models": models,
+        "comparisons": comparisons,
+        "warnings": warnings,
+        "external_reference": EXTERNAL_REFERENCE,
+    }

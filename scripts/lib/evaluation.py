@@ -1,0 +1,292 @@
+"""Greedy GSM8K evaluation: load problems, generate (vLLM or transformers), score in both reward modes.
+
+Used by scripts/evaluate.py (the CLI) and the SFT notebook (notebooks/sft.py): one evaluation code path.
+
+- Prompt: `data.prompt.user_message(question)`, rendered by the model's own chat template with the assistant
+  turn opened (`add_generation_prompt`), exactly as in SFT and RL.
+- Decoding: greedy, no repetition penalty, at most `max_new_tokens` (512). Backends: `vllm` (bf16, GPU) and
+  `hf` (transformers `generate`, bf16 on GPU, fp32 on CPU); `auto` picks vLLM when a GPU and vllm are there.
+- Scoring: `rewards.gsm8k.compute_score` in `flexible` and `strict` mode, each with a 95% Wilson interval.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
+from rewards.gsm8k import MODES, canonical_number, compute_score, extract_answer
+from scripts.lib.stats import wilson_interval
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "vllm", "hf")
+DEFAULT_MAX_NEW_TOKENS = 512
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One evaluation item: the question, its canonical answer and the chat it is prompted with."""
+
+    index: int
+    question: str
+    ground_truth: str
+    messages: Conversation
+
+
+@dataclass
+class EvalResult:
+    """Accuracy per reward mode, its 95% interval, and every generation (`samples`)."""
+
+    model: str
+    data: str
+    backend: str
+    n: int
+    accuracy: dict[str, float]
+    ci95: dict[str, tuple[float, float]]
+    samples: list[dict[str, Any]] = field(repr=False)
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    prompt_version: str = PROMPT_VERSION
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Flat metrics for a tracker, e.g. `val_after/accuracy_strict`, `val_after/ci95_low_strict`."""
+        out: dict[str, float] = {f"{prefix}/n": float(self.n)}
+        for mode in MODES:
+            out[f"{prefix}/accuracy_{mode}"] = self.accuracy[mode]
+            out[f"{prefix}/ci95_low_{mode}"], out[f"{prefix}/ci95_high_{mode}"] = self.ci95[mode]
+        return out
+
+    def summary(self) -> str:
+        parts = [
+            f"{mode} {self.accuracy[mode]:.1%} [{self.ci95[mode][0]:.1%}, {self.ci95[mode][1]:.1%}]" for mode in MODES
+        ]
+        return f"{self.model} on {self.data} (n={self.n}, {self.backend}): " + ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Read evaluation problems from a data-prep parquet file (RL schema or SFT prompt-completion)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no evaluation data at {path}; create it with `python data/prepare_gsm8k.py --output-dir {path.parent}`"
+        )
+    rows = pq.read_table(path).to_pylist()
+    if limit is not None:
+        rows = rows[:limit]
+    problems = [_problem(path, i, row) for i, row in enumerate(rows)]
+    if not problems:
+        raise ValueError(f"{path} has no rows to evaluate")
+    return problems
+
+
+def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
+    extra = row.get("extra_info") or {}
+    prompt = row.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
+        prompt_content = prompt[-1].get("content", "")
+    else:
+        prompt_content = None
+    question = extra.get("question")
+    if "reward_model" in row:  # verl RL schema
+        truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
+    elif "completion" in row and row["completion"]:  # TRL prompt-completion schema
+        truth = extract_answer(row["completion"][-1]["content"], "strict")
+    else:
+        raise ValueError(f"{path}, row {i}: expected a `reward_model` or `completion` column, got {sorted(row)}")
+    if truth is None:
+        raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
+    if question is None:
+        if prompt_content is None:
+            raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
+        return Problem(
+            int(extra.get("index", i)), prompt_content, truth, [{"role": "user", "content": prompt_content}]
+        )
+    messages = [user_message(question)]
+    if prompt_content is not None and prompt_content != messages[0]["content"] and i == 0:
+        logger.warning(
+            "%s was written with a different prompt than data/prompt.py (%s) now makes; evaluating with the current "
+            "template. Rebuild the data with `python data/prepare_gsm8k.py --force`.",
+            path,
+            PROMPT_VERSION,
+        )
+    return Problem(int(extra.get("index", i)), question, truth, messages)
+
+
+def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
+    """Score responses (one per problem, same order) in both modes; `meta` fills model/data/backend."""
+    if len(problems) != len(responses):
+        raise ValueError(f"{len(responses)} responses for {len(problems)} problems")
+    samples = []
+    correct = dict.fromkeys(MODES, 0)
+    for problem, response in zip(problems, responses, strict=True):
+        sample: dict[str, Any] = {
+            "index": problem.index,
+            "question": problem.question,
+            "ground_truth": problem.ground_truth,
+            "response": response,
+        }
+        for mode in MODES:
+            result = compute_score(DATA_SOURCE, response, problem.ground_truth, mode=mode)
+            sample[f"pred_{mode}"] = result["pred"]
+            sample[f"correct_{mode}"] = bool(result["acc"])
+            correct[mode] += int(result["acc"])
+        samples.append(sample)
+    n = len(samples)
+    return EvalResult(
+        model=str(meta.get("model", "")),
+        data=str(meta.get("data", "")),
+        backend=str(meta.get("backend", "")),
+        n=n,
+        accuracy={mode: correct[mode] / n if n else 0.0 for mode in MODES},
+        ci95={mode: wilson_interval(correct[mode], n) for mode in MODES},
+        samples=samples,
+        max_new_tokens=int(meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+    )
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto` -> `vllm` when a CUDA GPU and the vllm package are present, else `hf`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
+def generate_hf(
+    model_path: str | Path,
+    conversations: list[Conversation],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy completions with transformers (bf16 on a GPU, fp32 on CPU), batched longest-first."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    eos = model.generation_config.eos_token_id
+    eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id})
+    # Explicit greedy: the model's own generation_config (Qwen: sampling, repetition_penalty=1.05) must not leak in.
+    greedy = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=50,
+        repetition_penalty=1.0,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)  # longest first: OOM shows at once
+    responses = [""] * len(texts)
+    try:
+        with tqdm(total=len(texts), desc=f"generate ({device})", unit="problem") as progress:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                enc = tokenizer(
+                    [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                with torch.inference_mode():
+                    out = model.generate(**enc, generation_config=greedy)
+                for i, row in zip(idx, out[:, enc["input_ids"].shape[1] :], strict=True):
+                    responses[i] = tokenizer.decode(row, skip_special_tokens=True)
+                progress.update(len(idx))
+    finally:
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return responses
+
+
+def generate_vllm(
+    model_path: str | Path,
+    conversations: list[Conversation],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    seed: int = 0,
+    gpu_memory_utilization: float = 0.85,
+    tensor_parallel_size: int = 1,
+) -> list[str]:
+    """Greedy completions with vLLM (`LLM.chat` applies the model's chat template), bf16 on the GPU."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:
+        raise RuntimeError(
+            "the vllm backend needs the vllm package (installed in the verl image: run "
+            "`docker compose exec verl python /workspace/scripts/evaluate.py ...`), or pass `--backend hf`"
+        ) from exc
+    llm = LLM(
+        model=str(model_path),
+        dtype="bfloat16",
+        seed=seed,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        generation_config="vllm",  # ignore the checkpoint's sampling defaults; greedy comes from SamplingParams
+    )
+    try:
+        outputs = llm.chat(conversations, sampling_params=SamplingParams(temperature=0.0, max_tokens=max_new_tokens))
+        return [o.outputs[0].text for o in outputs]
+    finally:
+        del llm
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    backend: str = "auto",
+    limit: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 64,
+    seed: int = 0,
+    gpu_memory_utilization: float = 0.85,
+    tensor_parallel_size: int = 1,
+) -> EvalResult:
+    """Generate greedily for the first `limit` problems of `data` and score them in both modes."""
+    problems = load_problems(data, limit)
+    backend = resolve_backend(backend)
+    conversations = [p.messages for p in problems]
+    logger.info("evaluating %s on %d problems of %s with %s", model, len(problems), data, backend)
+    if backend == "vllm":
+        responses = generate_vllm(
+            model, conversations, max_new_tokens, seed, gpu_memory_utilization, tensor_parallel_size
+        )
+    else:
+        responses = generate_hf(model, conversations, max_new_tokens, batch_size)
+    result = score(problems, responses, model=model, data=data, backend=backend, max_new_tokens=max_new_tokens)
+    logger.info("%s", result.summary())
+    return result
+
+
+def log_to_mlflow(result: EvalResult, prefix: str) -> None:
+    """Log `result` into the active MLflow run: metrics under `prefix/`, generations as a table artifact."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.log_metrics(result.metrics(prefix))
+    mlflow.log_table(pd.DataFrame(result.samples), artifact_file=f"eval/{prefix}_generations.json")

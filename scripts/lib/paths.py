@@ -1,0 +1,59 @@
+"""Where things are: the repo root, the default model, and container <-> host path spelling.
+
+Inside the jupyter and verl containers the repo is mounted at /workspace; on the host it is wherever it was
+cloned. Files written in a container (manifests, result JSONs) may hold /workspace paths.
+
+    >>> to_host("/workspace/models/x", root=Path("/repo"), exists=lambda p: p == Path("/repo/models/x"))
+    PosixPath('/repo/models/x')
+    >>> display_path("/workspace/models/sft/r1", root=Path("/repo"))
+    'models/sft/r1'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_ROOT = Path("/workspace")
+DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+SFT_MANIFEST = REPO_ROOT / "models" / "sft" / "latest.json"
+DATA_DIR = REPO_ROOT / "data" / "gsm8k"
+
+
+def under_repo(path: str | os.PathLike[str], root: Path = REPO_ROOT) -> Path:
+    """`path` with `~` expanded; a relative path is taken under the repo root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def to_host(
+    path: str | os.PathLike[str], root: Path = REPO_ROOT, exists: Callable[[Path], bool] = Path.exists
+) -> Path:
+    """A /workspace/... path as this checkout spells it, when only that one exists; otherwise unchanged."""
+    path = Path(path)
+    if path.is_relative_to(CONTAINER_ROOT) and not exists(path):
+        host = root / path.relative_to(CONTAINER_ROOT)
+        if exists(host):
+            return host
+    return path
+
+
+def same_path(a: object, b: object, root: Path = REPO_ROOT) -> bool:
+    """True when two path strings name the same place, reading /workspace/... as the repo root."""
+
+    def host(p: object) -> object:
+        if isinstance(p, str) and p.startswith(f"{CONTAINER_ROOT}/"):
+            return str(root / Path(p).relative_to(CONTAINER_ROOT))
+        return p
+
+    return host(a) == host(b)
+
+
+def display_path(path: str, root: Path = REPO_ROOT) -> str:
+    """`path` relative to the repo when it lies inside it (host or container spelling), else unchanged."""
+    for prefix in (str(root), str(CONTAINER_ROOT)):
+        if path.startswith(prefix + "/"):
+            return path[len(prefix) + 1 :]
+    return path
