@@ -1,0 +1,40 @@
+"""Capability check of one model: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
+
+    python scripts/capability.py --model models/sft/<run> --output models/eval/sft/capability.json   # vLLM, GPU
+    python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
+
+evaluate_all.py runs it once per model, in its own process (vLLM frees the GPU when it exits), and the
+report compares the models against base (scripts/lib/capability.py says how a drop is flagged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from scripts.lib.atomic import atomic_write
+from scripts.lib.capability import DEFAULT_SUITE, load_suite, run_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="HF model dir or hub id")
+    parser.add_argument("--output", required=True, help="JSON file: {task: {metric, value, stderr, n}}")
+    parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="tasks, few-shot settings and limits")
+    parser.add_argument("--backend", choices=("vllm", "hf"), default="vllm", help="hf: transformers (CPU ok)")
+    parser.add_argument("--batch-size", type=int, default=8, help="hf backend: requests per forward pass")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        results = run_suite(args.model, load_suite(args.suite), backend=args.backend, batch_size=args.batch_size)
+    except (OSError, ValueError) as exc:
+        print(f"capability.py: error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write(args.output, json.dumps({"model": args.model, "tasks": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
