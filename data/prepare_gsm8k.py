@@ -5,41 +5,24 @@
     python data/prepare_gsm8k.py --source train.jsonl --test-source test.jsonl
     docker compose exec verl python /workspace/data/prepare_gsm8k.py  # same, inside the stack
 
-Sources (`--source`):
+`--source` is read with `datasets.load_dataset`, as verl's own examples/data_preprocess/gsm8k.py does:
+- a hub id (default `openai/gsm8k`, `--config main`, `--revision` to pin), cached under HF_HOME;
+- a directory of split files with `question` and `answer`: `train.jsonl` + `test.jsonl`, or the hub layout
+  `train-00000-of-00001.parquet` (shards in name order), or a hub snapshot whose files are in `<config>/`;
+- one `.jsonl` / `.json` / `.parquet` file: the TRAIN split; the test split then comes from `--test-source`
+  (without it test.parquet has zero rows: SFT and RL need only train and val).
 
-- a Hugging Face hub id (default `openai/gsm8k`, config `--config main`, `--revision` to pin), loaded
-  with `datasets` into the shared cache (`HF_HOME`);
-- a local directory: files named after their split, `.jsonl` or `.parquet`, with `question` and
-  `answer` fields: `train.jsonl` + `test.jsonl` (openai/grade-school-math) or the hub layout
-  `train-00000-of-00001.parquet` + `test-00000-of-00001.parquet` (shards are concatenated in name
-  order). A directory with no split files but a `<config>/` folder (a `hf download
-  openai/gsm8k --repo-type dataset --local-dir DIR` snapshot) is read from that folder;
-- a single local `.jsonl` / `.parquet` file: the TRAIN split, whatever its name. The test split
-  then comes from `--test-source FILE`; without it `test.parquet` is written with zero rows and
-  a warning says so (SFT and RL need only train and val).
+Outputs in `--output-dir` (default data/gsm8k): `train/val/test.parquet` in verl's RL schema (`data_source`,
+`prompt` = [data/prompt.py's user message], `ability`, `reward_model.ground_truth` canonical, `extra_info` with
+split, index in the source split, question, answer); `sft_train/sft_val.parquet` as TRL prompt-completion rows
+aligned with train/val (the reference solution without `<<...>>` annotations, ending in `#### N`);
+`manifest.json` (inputs, a sha256 of the input rows, prompt version, rows and sha256 per file).
 
-Outputs in `--output-dir` (default `data/gsm8k` under the repo, `/workspace/data/gsm8k` in the containers):
-
-- `train.parquet`, `val.parquet`, `test.parquet`: verl's RL schema, one row per problem:
-  `data_source` ("openai/gsm8k"), `prompt` ([user message] from data/prompt.py), `ability` ("math"),
-  `reward_model` ({"style": "rule", "ground_truth": canonical answer, e.g. "12500", "-5"}),
-  `extra_info` ({"split", "index", "question", "answer"}; `index` is the row's position in the
-  source split it came from, so val rows point into the source train split).
-- `sft_train.parquet`, `sft_val.parquet`: TRL conversational prompt-completion rows, aligned row
-  for row with train / val: `prompt` (the same user message), `completion` ([assistant message]
-  = the reference solution without `<<...>>` calculator annotations, ending in `#### N`).
-- `manifest.json`: source, revision, seed, val size, a sha256 of the input rows, the prompt
-  version, row counts and sha256 per file.
-
-`val` is `--val-size` problems held out from the source train split, chosen by a seeded hash of
-each question (the same questions for the same seed, however the source rows are ordered). The
-test split is never used for model selection.
-
-A rerun whose manifest matches the inputs and the files on disk does nothing and says so;
-`--force` rebuilds (byte-identical for the same inputs). A bad input row (missing field, empty
-question, no `####` line, non-numeric final answer) is reported with its file, split and index,
-and the run exits 1 before anything is written. Files are written under a temporary directory and
-renamed into place only when all succeeded, the manifest last.
+`val` is `--val-size` train problems chosen by a seeded hash of the question (same seed, same questions, however
+the rows are ordered); test is never used for selection. Every bad row (missing field, empty question, no `####`
+line, non-numeric answer) is reported with its file, line or row, split and index, and nothing is written. A
+rerun whose manifest matches does nothing; `--force` rebuilds, byte-identical. The output folder is written
+whole beside the old one and swapped in (scripts/lib/atomic.py), so a failed run leaves the previous outputs.
 """
 
 from __future__ import annotations
@@ -50,44 +33,34 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# `python data/prepare_gsm8k.py` puts data/ (not the repo root) on sys.path; make `data.prompt` and
-# `rewards` importable from any working directory. `python -m data.prepare_gsm8k` needs no help.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from data.prompt import DATA_SOURCE, PROMPT_VERSION, sft_completion, user_message  # noqa: E402
-from rewards.gsm8k import compute_score, extract_answer  # noqa: E402
+from data.prompt import DATA_SOURCE, PROMPT_VERSION, sft_completion, user_message
+from rewards.gsm8k import compute_score, extract_answer
+from scripts.lib.atomic import atomic_dir
+from scripts.lib.paths import DATA_DIR
 
 logger = logging.getLogger(__name__)
 
-# Bump when the output schema or the split rule changes: a manifest with another version is rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # bump when the output schema or the split rule changes: a manifest with another is rebuilt
 DEFAULT_SOURCE = "openai/gsm8k"
-DEFAULT_OUTPUT_DIR = REPO_ROOT / "data" / "gsm8k"
-DEFAULT_VAL_SIZE = 512
-DEFAULT_SEED = 42
-SOURCE_SPLITS = ("train", "test")
-FILE_FORMATS = (".jsonl", ".parquet")
+SPLITS = ("train", "test")
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # file suffix -> datasets builder
 MAX_REPORTED_ERRORS = 20
+MANIFEST = "manifest.json"
 
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 RL_SCHEMA = pa.schema(
     [
         ("data_source", pa.string()),
-        ("prompt", pa.list_(_MESSAGE)),
+        ("prompt", _MESSAGES),
         ("ability", pa.string()),
         ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
         (
@@ -98,142 +71,82 @@ RL_SCHEMA = pa.schema(
         ),
     ]
 )
-SFT_SCHEMA = pa.schema([("prompt", pa.list_(_MESSAGE)), ("completion", pa.list_(_MESSAGE))])
+SFT_SCHEMA = pa.schema([("prompt", _MESSAGES), ("completion", _MESSAGES)])
 OUTPUT_FILES = ("train.parquet", "val.parquet", "test.parquet", "sft_train.parquet", "sft_val.parquet")
-MANIFEST = "manifest.json"
+
+# A source row: (where it is, e.g. "/data/train.jsonl line 3", the record as read, or an error string)
+Row = tuple[str, dict[str, Any] | str]
 
 
 class DataError(Exception):
     """Bad input or an unusable source: the message says what, where and what to do."""
 
 
-@dataclass(frozen=True)
-class SourceRow:
-    """One raw GSM8K problem as read, with where it came from (for error messages)."""
-
-    split: str
-    index: int  # position within its source split
-    origin: str  # e.g. "/data/train.jsonl line 3" or "openai/gsm8k@abc123 train row 2"
-    record: Any  # the parsed JSON object / parquet row; anything else is reported as bad
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A validated problem: what every output row is built from."""
-
-    split: str
-    index: int
-    question: str
-    answer: str
-    ground_truth: str
-    completion: str
-
-
-@dataclass
-class Source:
-    """The raw rows of each source split plus the provenance the manifest records."""
-
-    rows: dict[str, list[SourceRow]]
-    description: dict[str, Any]
-
-
-class _Invalid:
-    """A row that could not be parsed; `problem` says why."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _split_of(name: str, splits: Sequence[str]) -> str | None:
-    """The split a file belongs to by name: `train.jsonl`, `train-00000-of-00001.parquet` -> "train"."""
-    stem, ext = os.path.splitext(name)
-    if ext not in FILE_FORMATS:
-        return None
-    for split in splits:
-        if re.fullmatch(rf"{split}(?:[-_.].*)?", stem):
-            return split
-    return None
-
-
-def _split_files(directory: Path) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {split: [] for split in SOURCE_SPLITS}
+def split_files(directory: Path) -> dict[str, list[Path]]:
+    """The files of each split in `directory`, by name: `train.jsonl`, `train-00000-of-00002.parquet`, ..."""
+    found: dict[str, list[Path]] = {split: [] for split in SPLITS}
     for path in sorted(directory.iterdir()):
-        split = _split_of(path.name, SOURCE_SPLITS)
-        if split is not None and path.is_file():
+        split = next((s for s in SPLITS if re.fullmatch(rf"{s}(?:[-_.].*)?", path.stem)), None)
+        if split and path.suffix in FORMATS and path.is_file():
             found[split].append(path)
     for split, paths in found.items():
-        formats = {p.suffix for p in paths}
-        if len(formats) > 1:
-            names = ", ".join(p.name for p in paths)
+        if len({FORMATS[p.suffix] for p in paths}) > 1:
             raise DataError(
-                f"{directory}: the {split} split is in both .jsonl and .parquet files ({names}); "
-                "keep one copy, or pass the files you mean with --source FILE --test-source FILE"
+                f"{directory}: the {split} split is in both .jsonl and .parquet files "
+                f"({', '.join(p.name for p in paths)}); keep one copy, or pass --source FILE --test-source FILE"
             )
     return found
 
 
-def _read_jsonl(path: Path, split: str, start: int) -> list[SourceRow]:
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                origin = f"{path} line {lineno}"
+def _json_lines(path: Path) -> list[Row]:
+    """Each non-blank line of a JSON-lines file, parsed, so that a broken line is named (datasets fails whole)."""
+    rows: list[Row] = []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
                 try:
-                    record: Any = json.loads(line)
+                    rows.append((f"{path} line {lineno}", json.loads(line)))
                 except json.JSONDecodeError as e:
-                    record = _Invalid(f"not valid JSON ({e.msg} at column {e.colno})")
-                rows.append(SourceRow(split, start + len(rows), origin, record))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}); expected JSON lines with 'question' and 'answer'") from e
+                    rows.append((f"{path} line {lineno}", f"not valid JSON ({e.msg} at column {e.colno})"))
     return rows
 
 
-def _read_parquet(path: Path, split: str, start: int) -> list[SourceRow]:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: cannot read it as parquet ({e})") from e
-    missing = [c for c in ("question", "answer") if c not in table.column_names]
-    if missing:
-        raise DataError(
-            f"{path} (split {split}): missing field(s) {', '.join(map(repr, missing))} in every row "
-            f"(columns: {', '.join(table.column_names)}); GSM8K files need 'question' and 'answer'"
-        )
-    records = table.select(["question", "answer"]).to_pylist()
-    return [SourceRow(split, start + i, f"{path} row {i}", r) for i, r in enumerate(records)]
+def read_file(path: Path, split: str) -> list[Row]:
+    """The rows of one local file, read with `datasets.load_dataset` (json or parquet builder)."""
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="gsm8k-read-") as cache:  # local files: no lasting datasets cache
+        try:
+            ds = datasets.load_dataset(FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache)
+        except Exception as exc:  # pyarrow cannot type the file: a broken line, or mixed types in a column
+            if FORMATS[path.suffix] == "json":
+                return _json_lines(path)
+            raise DataError(f"{path}: cannot read it as parquet ({exc})") from None
+        missing = [c for c in ("question", "answer") if c not in ds.column_names]
+        if missing:
+            raise DataError(
+                f"{path} (split {split}): missing field(s) {', '.join(map(repr, missing))} in every row "
+                f"(columns: {', '.join(ds.column_names)}); GSM8K files need 'question' and 'answer'"
+            )
+        records = ds.select_columns(["question", "answer"]).to_list()
+    if path.suffix == ".jsonl":  # datasets skips blank lines; name each row by its line
+        with path.open(encoding="utf-8") as f:
+            where = [f"{path} line {n}" for n, line in enumerate(f, 1) if line.strip()]
+    else:
+        where = [f"{path} row {i}" for i in range(len(records))]
+    return list(zip(where, records, strict=True))
 
 
-def _read_files(paths: Iterable[Path], split: str) -> list[SourceRow]:
-    rows: list[SourceRow] = []
-    for path in paths:
-        reader = _read_jsonl if path.suffix == ".jsonl" else _read_parquet
-        rows.extend(reader(path, split, len(rows)))
-        logger.info("read %s: %d %s rows so far", path, len(rows), split)
-    return rows
-
-
-def _check_file(path: Path, flag: str) -> Path:
-    if not path.is_file():
-        raise DataError(f"{flag} {path}: no such file")
-    if path.suffix not in FILE_FORMATS:
-        raise DataError(f"{flag} {path}: expected a .jsonl or .parquet file (or, for --source, a directory of them)")
-    return path
-
-
-def load_local(source: Path, test_source: Path | None = None, config: str = "main") -> Source:
-    """Read a local GSM8K copy: a directory of split files or a single train file (see the module docstring)."""
+def load_local(source: Path, test_source: Path | None, config: str) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    """Rows per split from a directory of split files or a single train file, and what the manifest records."""
     source = source.resolve()
     if source.is_dir():
-        directory = source
-        files = _split_files(directory)
-        if not any(files.values()) and (directory / config).is_dir():
-            directory = directory / config  # a hub snapshot: <repo>/main/train-00000-of-00001.parquet
-            files = _split_files(directory)
+        directory, files = source, split_files(source)
+        if not any(files.values()) and (source / config).is_dir():
+            directory, files = source / config, split_files(source / config)  # a hub snapshot: <config>/train-*
         if not files["train"]:
             present = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
             raise DataError(
@@ -241,24 +154,18 @@ def load_local(source: Path, test_source: Path | None = None, config: str = "mai
                 f"train-00000-of-00001.parquet; found {present})"
             )
         if test_source is not None and files["test"]:
-            raise DataError(
-                f"--test-source {test_source} conflicts with the test files in {directory} "
-                f"({', '.join(p.name for p in files['test'])}); pass one or the other"
-            )
+            raise DataError(f"--test-source {test_source} conflicts with the test files in {directory}; pass one")
     else:
-        _check_file(source, "--source")
-        if _split_of(source.name, ("test",)):
-            logger.warning("--source %s is a single file, so it is read as the TRAIN split despite its name", source)
-        directory = source.parent
         files = {"train": [source], "test": []}
     if test_source is not None:
-        files["test"] = [_check_file(test_source.resolve(), "--test-source")]
+        files["test"] = [test_source.resolve()]
+    for flag, path in [("--source", p) for p in files["train"]] + [("--test-source", p) for p in files["test"]]:
+        if not path.is_file() or path.suffix not in FORMATS:
+            raise DataError(f"{flag} {path}: no such .jsonl, .json or .parquet file (or, for --source, directory)")
     if not files["test"]:
-        logger.warning(
-            "no test split in %s: test.parquet will have 0 rows (pass --test-source FILE to add one)", source
-        )
-    rows = {split: _read_files(paths, split) for split, paths in files.items()}
-    base = source if source.is_dir() else directory
+        logger.warning("no test split in %s: test.parquet will have 0 rows (pass --test-source FILE)", source)
+    rows = {split: [row for path in paths for row in read_file(path, split)] for split, paths in files.items()}
+    base = source if source.is_dir() else source.parent
     description = {
         "source_kind": "local",
         "source": str(source),
@@ -266,74 +173,46 @@ def load_local(source: Path, test_source: Path | None = None, config: str = "mai
         "test_source": str(test_source.resolve()) if test_source is not None else None,
         "config": None,
         "revision": None,
-        "resolved_revision": None,
     }
-    return Source(rows, description)
+    return rows, description
 
 
-def load_hub(source: str, config: str = "main", revision: str | None = None) -> Source:
-    """Load `source` (a hub dataset id) with `datasets` into the HF cache (HF_HOME); offline, only from that cache."""
-    import datasets  # heavy: only the hub path needs it
+def load_hub(source: str, config: str, revision: str | None) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    """Rows per split of a hub dataset, through the HF cache (HF_HOME); offline, only from that cache."""
+    import datasets
 
     try:
-        # load_dataset() in steps, to learn the commit the data came from (builder.hash) for the manifest.
-        builder = datasets.load_dataset_builder(source, config, revision=revision)
-        builder.download_and_prepare()  # shows download progress; a no-op when already cached
-        splits = {split: builder.as_dataset(split=split) for split in SOURCE_SPLITS}
-    except ConnectionError as e:
+        loaded = datasets.load_dataset(source, config, revision=revision)
+    except Exception as exc:  # offline without a cache, a wrong id/config/revision: all end here
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
         raise DataError(
-            f"cannot load {source!r} (config {config!r}, revision {revision or 'main'!r}) from the Hugging Face "
-            f"hub, and it is not in the HF cache under HF_HOME={cache} ({e}). "
+            f"cannot load {source!r} (config {config!r}, revision {revision or 'main'!r}) from the Hugging Face hub "
+            f"or the HF cache under HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')} ({exc}). "
             + ("HF_HUB_OFFLINE is set, so the hub is not contacted. " if offline else "")
-            + "Either run once with network access (HF_HUB_OFFLINE unset) to fill the cache, or pass a local "
-            "copy: --source DIR (train/test .jsonl or .parquet files, e.g. from `hf download "
-            "openai/gsm8k --repo-type dataset --local-dir DIR`) or --source train.jsonl --test-source test.jsonl"
-        ) from e
-    except (datasets.exceptions.DatasetNotFoundError, ValueError, FileNotFoundError) as e:
-        raise DataError(
-            f"cannot load {source!r} (config {config!r}, revision {revision or 'main'!r}) from the Hugging Face "
-            f"hub: {e}. Check the dataset id, --config and --revision, or pass a local copy with --source DIR"
-        ) from e
-    resolved = builder.hash if isinstance(builder.hash, str) and re.fullmatch(r"[0-9a-f]{40}", builder.hash) else None
-    if revision and re.fullmatch(r"[0-9a-f]{40}", revision) and resolved and resolved != revision:
-        raise DataError(
-            f"asked for {source}@{revision} but the HF cache holds {resolved} (offline, datasets loads the newest "
-            "cached revision); run with network access to fetch the pinned one"
-        )
-    tag = f"{source}@{(resolved or revision or 'main')[:12]}"
+            + "Check the id, --config and --revision; run once with network access to fill the cache; or pass a "
+            "local copy: --source DIR (e.g. from `hf download openai/gsm8k --repo-type dataset --local-dir DIR`) "
+            "or --source train.jsonl --test-source test.jsonl"
+        ) from None
     rows = {}
-    for split, ds in splits.items():
-        missing = [c for c in ("question", "answer") if c not in ds.column_names]
-        if missing:
-            raise DataError(f"{tag} split {split}: no {', '.join(map(repr, missing))} column ({ds.column_names})")
-        ds = ds.select_columns(["question", "answer"])
-        rows[split] = [SourceRow(split, i, f"{tag} {split} row {i}", r) for i, r in enumerate(ds)]
-        logger.info("loaded %s %s: %d rows", tag, split, len(rows[split]))
-    description = {
-        "source_kind": "hub",
-        "source": source,
-        "source_files": None,
-        "test_source": None,
-        "config": config,
-        "revision": revision,
-        "resolved_revision": resolved,
-    }
-    return Source(rows, description)
+    for split in SPLITS:
+        ds = loaded[split]
+        if not {"question", "answer"} <= set(ds.column_names):
+            raise DataError(f"{source} split {split}: needs 'question' and 'answer' columns, has {ds.column_names}")
+        records = ds.select_columns(["question", "answer"]).to_list()
+        rows[split] = [(f"{source} {split} row {i}", r) for i, r in enumerate(records)]
+    description = {"source_kind": "hub", "source": source, "source_files": None, "test_source": None,
+                   "config": config, "revision": revision}  # fmt: skip
+    return rows, description
 
 
-def load_source(
-    source: str, test_source: str | None = None, config: str = "main", revision: str | None = None
-) -> Source:
-    """Local path if `source` exists on disk, otherwise a hub dataset id."""
+def load_source(source: str, test_source: str | None, config: str, revision: str | None):
+    """A local path when `source` exists on disk, otherwise a hub dataset id."""
     path = Path(source).expanduser()
     if path.exists():
         if revision is not None:
             logger.warning("--revision %s ignored: --source %s is a local path", revision, source)
         return load_local(path, Path(test_source).expanduser() if test_source else None, config)
-    looks_like_path = source.endswith(FILE_FORMATS) or source.startswith(("/", ".", "~")) or source.count("/") != 1
-    if looks_like_path:
+    if source.endswith(tuple(FORMATS)) or source.startswith(("/", ".", "~")) or source.count("/") != 1:
         raise DataError(f"--source {source}: no such file or directory (a hub id looks like owner/name)")
     if test_source is not None:
         raise DataError(f"--test-source is for a local --source file; the hub dataset {source} has a test split")
@@ -343,71 +222,65 @@ def load_source(
 # ------------------------------------------------------------------------------------------ validating
 
 
-def _problem_of(row: SourceRow) -> tuple[Problem | None, str | None]:
-    record = row.record
-    if isinstance(record, _Invalid):
-        return None, record.problem
+def to_example(record: dict[str, Any] | str) -> dict[str, str] | str:
+    """The validated problem (question, answer, ground_truth, completion), or why the record is bad."""
+    if isinstance(record, str):
+        return record
     if not isinstance(record, dict):
-        return None, f"not a JSON object with 'question' and 'answer' (got {type(record).__name__})"
+        return f"not a JSON object with 'question' and 'answer' (got {type(record).__name__})"
     for field in ("question", "answer"):
         if record.get(field) is None:
-            return None, f"missing field {field!r}"
+            return f"missing field {field!r}"
         if not isinstance(record[field], str):
-            return None, f"field {field!r} is not a string (got {type(record[field]).__name__})"
-    question, answer = record["question"], record["answer"]
-    if not question.strip():
-        return None, "empty question"
+            return f"field {field!r} is not a string (got {type(record[field]).__name__})"
+    if not record["question"].strip():
+        return "empty question"
     try:
-        completion = sft_completion(answer)
+        completion = sft_completion(record["answer"])
     except ValueError as e:
-        return None, str(e)
-    ground_truth = extract_answer(answer, "strict")
-    # The SFT target must score 1.0 in the strict reward RL uses; check every row, not just the tests' sample.
-    if ground_truth is None or compute_score(DATA_SOURCE, completion, ground_truth, mode="strict")["acc"] != 1.0:
-        return None, f"the SFT target does not score 1.0 against ground truth {ground_truth!r} in the strict reward"
-    return Problem(row.split, row.index, question, answer, ground_truth, completion), None
+        return str(e)
+    truth = extract_answer(record["answer"], "strict")
+    # The SFT target must score 1.0 in the strict reward RL uses: checked on every row.
+    if truth is None or compute_score(DATA_SOURCE, completion, truth, mode="strict")["acc"] != 1.0:
+        return f"the SFT target does not score 1.0 against ground truth {truth!r} in the strict reward"
+    return {**record, "ground_truth": truth, "completion": completion}
 
 
-def validate(rows: dict[str, list[SourceRow]]) -> dict[str, list[Problem]]:
-    """Every row checked; raises DataError listing each bad row with its file, split and index."""
-    problems: dict[str, list[Problem]] = {}
+def validate(rows: dict[str, list[Row]]) -> dict[str, list[dict[str, Any]]]:
+    """Examples per split, each with its `index` in the source split; DataError lists every bad row."""
+    examples: dict[str, list[dict[str, Any]]] = {split: [] for split in rows}
     errors = []
     for split, split_rows in rows.items():
-        problems[split] = []
-        for row in split_rows:
-            problem, error = _problem_of(row)
-            if error is not None:
-                errors.append(f"  {row.origin} (split {row.split}, index {row.index}): {error}")
+        for index, (where, record) in enumerate(split_rows):
+            example = to_example(record)
+            if isinstance(example, str):
+                errors.append(f"  {where} (split {split}, index {index}): {example}")
             else:
-                problems[split].append(problem)
+                examples[split].append({**example, "index": index})
     if errors:
-        shown = errors[:MAX_REPORTED_ERRORS]
-        if len(errors) > len(shown):
-            shown.append(f"  ... and {len(errors) - len(shown)} more")
+        shown = errors[:MAX_REPORTED_ERRORS] + [f"  ... and {len(errors) - MAX_REPORTED_ERRORS} more"] * (
+            len(errors) > MAX_REPORTED_ERRORS
+        )
         raise DataError(
             f"{len(errors)} bad input row(s); fix or drop them and rerun (nothing was written):\n" + "\n".join(shown)
         )
-    return problems
+    return examples
 
 
-def input_sha256(problems: dict[str, list[Problem]]) -> str:
+def input_sha256(examples: dict[str, list[dict[str, Any]]]) -> str:
     """A hash of the input rows (split, index, question, answer), independent of file format and location."""
     digest = hashlib.sha256()
-    for split in sorted(problems):
-        for p in problems[split]:
-            digest.update(json.dumps([split, p.index, p.question, p.answer], ensure_ascii=False).encode())
+    for split in sorted(examples):
+        for e in examples[split]:
+            digest.update(json.dumps([split, e["index"], e["question"], e["answer"]], ensure_ascii=False).encode())
             digest.update(b"\n")
     return digest.hexdigest()
 
 
-# -------------------------------------------------------------------------------------------- splitting
+def split_train_val(train: Sequence[dict[str, Any]], val_size: int, seed: int) -> tuple[list, list]:
+    """Hold out the `val_size` problems with the smallest sha256(seed, question); both keep source order.
 
-
-def split_train_val(train: Sequence[Problem], val_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """Hold out `val_size` problems: those whose sha256(seed, question) is smallest. Both keep source order.
-
-    A hash rather than an RNG: the choice never changes across Python / NumPy versions, and depends on
-    the questions, not on how a copy of the dataset happens to order its rows.
+    A hash, not an RNG: the choice is the same across library versions and however a copy orders its rows.
     """
     if not 0 <= val_size < len(train):
         raise DataError(
@@ -415,91 +288,66 @@ def split_train_val(train: Sequence[Problem], val_size: int, seed: int) -> tuple
             "(training needs at least one)"
         )
 
-    def key(p: Problem) -> tuple[str, int]:
-        return hashlib.sha256(f"{seed}\0{p.question}".encode()).hexdigest(), p.index
+    def key(e: dict[str, Any]) -> tuple[str, int]:
+        return hashlib.sha256(f"{seed}\0{e['question']}".encode()).hexdigest(), e["index"]
 
-    held_out = {p.index for p in sorted(train, key=key)[:val_size]}
-    return [p for p in train if p.index not in held_out], [p for p in train if p.index in held_out]
+    held_out = {e["index"] for e in sorted(train, key=key)[:val_size]}
+    return [e for e in train if e["index"] not in held_out], [e for e in train if e["index"] in held_out]
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def rl_row(problem: Problem, split: str) -> dict[str, Any]:
-    """One row of verl's RL schema (see the module docstring)."""
-    return {
-        "data_source": DATA_SOURCE,
-        "prompt": [user_message(problem.question)],
-        "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": problem.ground_truth},
-        "extra_info": {"split": split, "index": problem.index, "question": problem.question, "answer": problem.answer},
-    }
-
-
-def sft_row(problem: Problem) -> dict[str, Any]:
-    """One TRL conversational prompt-completion row."""
-    return {
-        "prompt": [user_message(problem.question)],
-        "completion": [{"role": "assistant", "content": problem.completion}],
-    }
-
-
-def build_tables(splits: dict[str, list[Problem]]) -> dict[str, pa.Table]:
-    """The five output tables, keyed by file name, from the train / val / test problems."""
-    tables = {f"{s}.parquet": pa.Table.from_pylist([rl_row(p, s) for p in splits[s]], RL_SCHEMA) for s in splits}
-    for s in ("train", "val"):
-        tables[f"sft_{s}.parquet"] = pa.Table.from_pylist([sft_row(p) for p in splits[s]], SFT_SCHEMA)
+def build_tables(splits: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:
+    """The five output tables, keyed by file name, from the train / val / test examples."""
+    tables = {}
+    for split, examples in splits.items():
+        rl = [
+            {
+                "data_source": DATA_SOURCE,
+                "prompt": [user_message(e["question"])],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": e["ground_truth"]},
+                "extra_info": {"split": split, "index": e["index"], "question": e["question"], "answer": e["answer"]},
+            }
+            for e in examples
+        ]
+        tables[f"{split}.parquet"] = pa.Table.from_pylist(rl, RL_SCHEMA)
+        if split != "test":
+            completions = [[{"role": "assistant", "content": e["completion"]}] for e in examples]
+            sft = [{"prompt": r["prompt"], "completion": c} for r, c in zip(rl, completions, strict=True)]
+            tables[f"sft_{split}.parquet"] = pa.Table.from_pylist(sft, SFT_SCHEMA)
     return {name: tables[name] for name in OUTPUT_FILES}
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_json(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _remove_if_empty(output_dir: Path, created: bool, tmp: Path) -> None:
-    if created and not any(p for p in output_dir.iterdir() if p != tmp):
-        shutil.rmtree(output_dir, ignore_errors=True)
-
-
-def write_outputs(output_dir: Path, tables: dict[str, pa.Table], manifest: dict[str, Any]) -> None:
-    """Write every file under a temporary directory, then rename them into `output_dir`, the manifest last."""
-    created = not output_dir.exists()
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-prepare-", dir=output_dir))
-    except OSError as e:
-        raise DataError(f"cannot write {output_dir}: {e}; check that this user may write there") from e
-    try:
-        manifest = {**manifest, "rows": {}, "sha256": {}}
-        for name, table in tables.items():
-            # pyarrow writes no timestamps: the same rows and pyarrow version give the same bytes.
-            pq.write_table(table, tmp / name, compression="zstd")
-            manifest["rows"][name] = table.num_rows
-            manifest["sha256"][name] = _sha256_file(tmp / name)
-        (tmp / MANIFEST).write_text(_manifest_json(manifest), encoding="utf-8")
-        # A directory with data files but no manifest (a crash mid-rename) is never taken as up to date.
-        (output_dir / MANIFEST).unlink(missing_ok=True)
-        for name in (*tables, MANIFEST):
-            os.replace(tmp / name, output_dir / name)
-    except OSError as e:
-        _remove_if_empty(output_dir, created, tmp)
+def write_outputs(output_dir: Path, tables: dict[str, pa.Table], inputs: dict[str, Any]) -> None:
+    """Write the parquet files and the manifest into a new folder that then replaces `output_dir` as a whole."""
+    ours = {*OUTPUT_FILES, MANIFEST}
+    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in ours) if output_dir.is_dir() else []
+    if foreign:
         raise DataError(
-            f"cannot write {output_dir}: {e}. Check free space and that the directory is writable by this user "
-            "(in the stack the verl container runs as root and jupyter as UID 1000)"
+            f"{output_dir} holds files data prep did not write ({', '.join(foreign[:5])}); it replaces the whole "
+            "folder, so pick an empty or new --output-dir"
+        )
+    try:
+        with atomic_dir(output_dir, replace=True) as tmp:
+            for name, table in tables.items():
+                pq.write_table(table, tmp / name, compression="zstd")  # no timestamps: same rows, same bytes
+            manifest = {
+                **inputs,
+                "rows": {name: table.num_rows for name, table in tables.items()},
+                "sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in tables},
+            }
+            (tmp / MANIFEST).write_text(_manifest_json(manifest), encoding="utf-8")
+    except OSError as e:
+        raise DataError(
+            f"cannot write {output_dir}: {e}. Check free space and that this user may write there "
+            "(in the stack the verl container runs as root and jupyter as HOST_UID)"
         ) from e
-    except BaseException:
-        _remove_if_empty(output_dir, created, tmp)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
@@ -511,9 +359,10 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
     if any(manifest.get(key) != value for key, value in inputs.items()):
         return False
     recorded = manifest.get("sha256") or {}
-    if set(recorded) != set(OUTPUT_FILES):
-        return False
-    return all((output_dir / n).is_file() and _sha256_file(output_dir / n) == h for n, h in recorded.items())
+    return set(recorded) == set(OUTPUT_FILES) and all(
+        (output_dir / n).is_file() and hashlib.sha256((output_dir / n).read_bytes()).hexdigest() == h
+        for n, h in recorded.items()
+    )
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -521,74 +370,53 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
 
 def prepare(
     source: str = DEFAULT_SOURCE,
-    output_dir: Path = DEFAULT_OUTPUT_DIR,
+    output_dir: Path = DATA_DIR,
     *,
-    val_size: int = DEFAULT_VAL_SIZE,
-    seed: int = DEFAULT_SEED,
+    val_size: int = 512,
+    seed: int = 42,
     test_source: str | None = None,
     config: str = "main",
     revision: str | None = None,
     force: bool = False,
 ) -> bool:
     """Build the outputs (see the module docstring). Returns False when they were already up to date."""
-    started = time.monotonic()
-    loaded = load_source(source, test_source, config, revision)
-    problems = validate(loaded.rows)
-    n_rows = sum(len(v) for v in problems.values())
-    logger.info("validated %d rows: every SFT target scores 1.0 in the strict reward", n_rows)
+    rows, description = load_source(source, test_source, config, revision)
+    examples = validate(rows)
+    logger.info("validated %d rows: every SFT target scores 1.0 in the strict reward", sum(map(len, rows.values())))
     inputs = {
-        **loaded.description,
+        **description,
         "data_source": DATA_SOURCE,
         "format_version": FORMAT_VERSION,
-        "input_sha256": input_sha256(problems),
+        "input_sha256": input_sha256(examples),
         "prompt_version": PROMPT_VERSION,
         "seed": seed,
         "val_size": val_size,
     }
     if not force and is_up_to_date(output_dir, inputs):
-        logger.info(
-            "%s is up to date (manifest.json matches these inputs): nothing to do; --force rebuilds", output_dir
-        )
+        logger.info("%s is up to date (manifest.json matches these inputs); --force rebuilds", output_dir)
         return False
-    train, val = split_train_val(problems["train"], val_size, seed)
-    logger.info("held out %d of %d train rows as val (seed %d)", len(val), len(problems["train"]), seed)
-    tables = build_tables({"train": train, "val": val, "test": problems["test"]})
+    train, val = split_train_val(examples["train"], val_size, seed)
+    tables = build_tables({"train": train, "val": val, "test": examples["test"]})
     write_outputs(output_dir, tables, inputs)
     counts = ", ".join(f"{name.removesuffix('.parquet')} {t.num_rows}" for name, t in tables.items())
-    logger.info("wrote %s in %.1fs: %s rows + %s", output_dir, time.monotonic() - started, counts, MANIFEST)
+    logger.info("wrote %s: %s rows + %s", output_dir, counts, MANIFEST)
     return True
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="GSM8K -> verl RL parquet (train/val/test) + TRL SFT parquet (sft_train/sft_val) + manifest.json",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--source",
-        default=DEFAULT_SOURCE,
-        help="hub dataset id, or a local directory of train*/test* .jsonl/.parquet files, or one such file "
-        "(read as the train split)",
-    )
-    parser.add_argument("--test-source", help="test split file (.jsonl/.parquet) when --source is a single file")
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="hub id, a directory of split files, or one file")
+    parser.add_argument("--test-source", help="test split file when --source is a single file")
     parser.add_argument("--config", default="main", help="hub dataset config (also the sub-folder looked for locally)")
-    parser.add_argument(
-        "--revision", help="hub revision to pin: a commit sha, tag or branch; unset: the latest on main"
-    )
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=DEFAULT_OUTPUT_DIR,
-        help="where the outputs land",
-    )
-    parser.add_argument("--val-size", type=int, default=DEFAULT_VAL_SIZE, help="problems held out from train as val")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the train/val split")
+    parser.add_argument("--revision", help="hub revision to pin (commit sha, tag or branch)")
+    parser.add_argument("--output-dir", type=Path, default=DATA_DIR, help="where the outputs land")
+    parser.add_argument("--val-size", type=int, default=512, help="problems held out from train as val")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the train/val split")
     parser.add_argument("--force", action="store_true", help="rebuild even if manifest.json matches the inputs")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         prepare(

@@ -14,16 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from any directory
+from rewards.gsm8k import canonical_number, compute_score
+from scripts.lib.tiny_model import FIXTURE
 
-from rewards.gsm8k import canonical_number, compute_score  # noqa: E402
-
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "gsm8k_sample.jsonl"
 TAIL = " I double-checked each step of the computation above and I am confident it is right."
 
 

@@ -10,7 +10,7 @@ token is one of an example's prompt+completion tokens; a processed token is an e
 
 Without `--data-dir`, the fixture (tests/fixtures/gsm8k_sample.jsonl) is prepared with
 data/prepare_gsm8k.py into a temporary directory; without `--model`, a tiny random Qwen2 with a ChatML
-tokenizer is built offline (tests/tiny_model.py). Token counts then come from the tiny tokenizer, so they
+tokenizer is built offline (scripts/lib/tiny_model.py). Token counts then come from the tiny tokenizer, so they
 are smaller than Qwen's, but the fractions behave the same way.
 """
 
@@ -24,17 +24,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python scripts/bench_sft_packing.py` from anywhere
-    sys.path.insert(0, str(REPO_ROOT))
-
-from notebooks import sft  # noqa: E402
+from notebooks import sft
+from scripts.lib.paths import REPO_ROOT
+from scripts.lib.tiny_model import FIXTURE, build_tiny_model
 
 
 def fixture_data(workdir: Path) -> Path:
     """The fixture laid out as a local GSM8K copy and prepared by data/prepare_gsm8k.py (as tests do)."""
-    from tests.tiny_model import FIXTURE
-
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
     source = workdir / "source"
     source.mkdir()
@@ -65,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             model_path, model_name = args.model, args.model
         else:
-            from tests.tiny_model import build_tiny_model
-
             model_path, model_name = str(build_tiny_model(workdir / "tiny-qwen2")), "tiny offline Qwen2, fixture"
         base = sft.SFTRunConfig(
             model_path=model_path,

@@ -6,7 +6,7 @@
 #   bash scripts/export_checkpoint.sh models/rl/<experiment>/global_step_100/actor /tmp/hf-model
 #   docker compose exec verl bash export_checkpoint.sh /workspace/models/rl/<experiment>
 #
-# CHECKPOINT is an experiment folder (its latest_checkpointed_iteration.txt picks the step), a
+# CHECKPOINT is an experiment folder (its newest complete step: scripts/lib/checkpoints.py), a
 # global_step_N folder, or its actor/ folder. TARGET defaults to <global_step_N>/actor/huggingface,
 # where verl writes Hugging Face weights itself when actor.checkpoint.save_contents has hf_model
 # (the verl_configs default): then nothing needs merging and this only says where the model is (or
@@ -27,8 +27,9 @@ die() {
 
 [[ -d "${src}" ]] || die "${src} is not a directory. ${usage}"
 src="$(cd "${src}" && pwd)"
-if [[ -f "${src}/latest_checkpointed_iteration.txt" ]]; then
-    step="$(tr -d '[:space:]' <"${src}/latest_checkpointed_iteration.txt")"
+if compgen -G "${src}/global_step_*" >/dev/null; then # an experiment folder: its newest complete checkpoint
+    find_step='import sys, pathlib; from scripts.lib.checkpoints import latest_step; print(latest_step(pathlib.Path(sys.argv[1])))'
+    step="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "${python}" -c "${find_step}" "${src}")"
     src="${src}/global_step_${step}"
     echo "latest checkpoint: ${src}"
 fi

@@ -270,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_id, uri = log_to_mlflow(report, files, results, args.mlflow_experiment)
         except ConnectionError as exc:
-            print(
-                f"report.py: error: {exc}; the report files are written, start the server or drop --mlflow-experiment",
-                file=sys.stderr,
-            )
+            print(f"report.py: error: {exc} (or drop --mlflow-experiment); the files are written", file=sys.stderr)
             return 1
         print(f"logged MLflow run {run_id} to experiment {args.mlflow_experiment!r} at {uri}")
     return 0

@@ -21,8 +21,8 @@ import pytest
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, sft_completion, user_message
 from rewards.gsm8k import compute_score
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "data" / "prepare_gsm8k.py"
 PARQUETS = ("train.parquet", "val.parquet", "test.parquet", "sft_train.parquet", "sft_val.parquet")
 COUNTS = {"train.parquet": 20, "val.parquet": 4, "test.parquet": 8, "sft_train.parquet": 20, "sft_val.parquet": 4}

@@ -58,7 +58,10 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path, umask_0002):
 
     with atomic_dir(target) as tmp:
         (tmp / "config.json").write_text("{}")
-    assert os.listdir(target) == ["config.json"] and stat.S_IMODE(target.stat().st_mode) == 0o775
+        os.close(os.open(tmp / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600))  # as safetensors saves it
+    assert sorted(os.listdir(target)) == ["config.json", "model.safetensors"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o775
+    assert stat.S_IMODE((target / "model.safetensors").stat().st_mode) == 0o664  # the umask's mode, not 0600
 
     with pytest.raises(FileExistsError, match="already exists and is not empty"), atomic_dir(target):
         pass

@@ -1,9 +1,9 @@
-"""scripts/report.py and scripts/evaluate_all.sh: paired statistics, refusals, outputs, MLflow, the one command.
+"""scripts/report.py and scripts/evaluate_all.py: paired statistics, refusals, outputs, MLflow, the one command.
 
 - Statistics against published values (Fagerland, Lydersen & Laake's Cavo et al. 2012 example), scipy's binomial
   test, and a coverage simulation with a known true difference.
 - Real inputs: result files written by the real scripts/evaluate.py (tiny model, fixture data, transformers).
-- evaluate_all.sh on a fake repo layout (SFT manifest, verl checkpoint folders) from another working directory.
+- evaluate_all.py on a fake repo layout (SFT manifest, verl checkpoint folders) from another working directory.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.tiny_model import build_tiny_model
 
 REPORT = REPO_ROOT / "scripts" / "report.py"
 EVALUATE = REPO_ROOT / "scripts" / "evaluate.py"
-EVALUATE_ALL = REPO_ROOT / "scripts" / "evaluate_all.sh"
+EVALUATE_ALL = REPO_ROOT / "scripts" / "evaluate_all.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_NEW_TOKENS = "16"  # the random tiny models never stop early; enough to exercise generation
 
@@ -366,7 +366,7 @@ def test_report_reads_real_evaluate_outputs(evaluated, tmp_path):
     assert (out / "accuracy.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
-# ---------------------------------------------------------------- evaluate_all.sh
+# ---------------------------------------------------------------- evaluate_all.py
 
 
 def _copy_model(src: Path, dst: Path) -> None:
@@ -404,7 +404,7 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
         **env,
     }
     return subprocess.run(
-        ["bash", str(EVALUATE_ALL), *args],
+        [sys.executable, str(EVALUATE_ALL), *args],
         cwd=root.parent,  # not the repository: the script finds its own way
         env=_env(**settings),
         capture_output=True,
@@ -435,7 +435,7 @@ def test_evaluate_all_evaluates_every_model_and_reports(evaluate_all_run, fake_r
     assert "2 experiments" in proc.stderr and "using the newest, grpo-sft-run" in proc.stderr
     for result in results.values():
         assert result["n"] == 4 and result["backend"] == "hf"  # LIMIT, BACKEND
-        assert result["max_new_tokens"] == int(MAX_NEW_TOKENS)  # "$@" reached evaluate.py
+        assert result["max_new_tokens"] == int(MAX_NEW_TOKENS)  # extra arguments reached evaluate.py
     md = (eval_dir / "report" / "report.md").read_text()
     for label in ("base", "sft", "ppo", "grpo"):
         assert f"\n| {label} | `" in md

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import stat
 import sys
 from datetime import UTC, datetime, timedelta
@@ -80,29 +81,33 @@ def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kerne
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
         mp.setenv("JUPYTER_PATH", str(jupyter_path))
         mp.delenv("PYTHONPATH", raising=False)  # like JupyterLab outside the containers: the notebook finds the repo
-        papermill.execute_notebook(
-            str(NOTEBOOK),
-            str(work / "executed.ipynb"),
-            parameters={
-                "model_path": str(tiny_model_dir),
-                "data_dir": str(gsm8k_data_dir),
-                "output_dir": str(output_dir),
-                "manifest_path": str(manifest),
-                "max_steps": 2,
-                "per_device_train_batch_size": 2,
-                "logging_steps": 1,
-                "eval_samples": 2,
-                "eval_max_new_tokens": 8,
-                "eval_batch_size": 2,
-                "mlflow_experiment": "pytest-sft",
-                "run_name": "pytest-sft",
-                "system_metrics_interval_s": 1.0,
-            },
-            kernel_name=name,
-            cwd=str(NOTEBOOK.parent),  # where JupyterLab starts a notebook's kernel
-            progress_bar=False,
-            execution_timeout=600,
-        )
+        old_umask = os.umask(0o002)  # the jupyter container's umask; the kernel inherits it
+        try:
+            papermill.execute_notebook(
+                str(NOTEBOOK),
+                str(work / "executed.ipynb"),
+                parameters={
+                    "model_path": str(tiny_model_dir),
+                    "data_dir": str(gsm8k_data_dir),
+                    "output_dir": str(output_dir),
+                    "manifest_path": str(manifest),
+                    "max_steps": 2,
+                    "per_device_train_batch_size": 2,
+                    "logging_steps": 1,
+                    "eval_samples": 2,
+                    "eval_max_new_tokens": 8,
+                    "eval_batch_size": 2,
+                    "mlflow_experiment": "pytest-sft",
+                    "run_name": "pytest-sft",
+                    "system_metrics_interval_s": 1.0,
+                },
+                kernel_name=name,
+                cwd=str(NOTEBOOK.parent),  # where JupyterLab starts a notebook's kernel
+                progress_bar=False,
+                execution_timeout=600,
+            )
+        finally:
+            os.umask(old_umask)
     return SimpleNamespace(
         notebook=nbformat.read(work / "executed.ipynb", as_version=4),
         output_dir=output_dir,
@@ -132,9 +137,10 @@ def test_checkpoint_loads_and_the_manifest_points_at_it(executed):
     trained = dict(model.named_parameters())
     assert any(not torch.equal(p, trained[n]) for n, p in base.named_parameters())  # the steps changed weights
 
-    assert not list(executed.output_dir.parent.glob("*.partial"))  # nothing half-written left behind
-    for path in [executed.manifest, *executed.output_dir.rglob("*")]:  # the verl container (another UID) can write
-        want = 0o777 if path.is_dir() else 0o666
+    leftovers = [*executed.output_dir.parent.glob("*.partial"), *executed.output_dir.parent.glob(".*.tmp")]
+    assert not leftovers  # nothing half-written left behind
+    for path in [executed.manifest, *executed.output_dir.rglob("*")]:  # verl (group HOST_GID, umask 0002) can write
+        want = 0o775 if path.is_dir() else 0o664
         assert stat.S_IMODE(path.stat().st_mode) & want == want, path
 
 

@@ -2,7 +2,7 @@
 
 Both write beside the target (same filesystem, so the final rename is atomic), fsync what they wrote, and
 remove their temporary copy on any error. Permissions come from the process umask (0002 in the stack's
-containers, so files are group-writable for every container user); nothing is chmod-ed.
+containers, so files are group-writable for every container user), never a blanket 0666/0777.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,10 +46,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         raise
 
 
-def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
+def _settle(root: Path) -> None:
+    """fsync every file under `root`, and give files the umask's mode where a library wrote them narrower
+    (safetensors saves 0600). `root` was made with 0o777 minus the umask, so its own mode tells the umask."""
+    dir_mode = stat.S_IMODE(root.stat().st_mode)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            path = os.path.join(folder, name)
+            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | dir_mode)
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            path = os.path.join(folder, name)
+            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | (dir_mode & 0o666))
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
@@ -70,7 +79,7 @@ def atomic_dir(path: str | os.PathLike[str], replace: bool = False) -> Iterator[
     os.mkdir(tmp, 0o777)  # minus the umask
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _settle(tmp)
         old = None
         if path.exists():
             old = _temp_name(path)

@@ -1,0 +1,187 @@
+"""Evaluate base, SFT, PPO and GRPO on the GSM8K test split, then write the comparison report.
+
+    docker compose exec verl python evaluate_all.py                 # vLLM on a GPU, all 1319 test problems
+    LIMIT=50 BACKEND=hf python scripts/evaluate_all.py              # quick look on a laptop (transformers, CPU)
+    FORCE=1 python scripts/evaluate_all.py --max-new-tokens 1024    # other arguments go to every evaluate.py call
+
+Models, each skipped with the reason when it is not there:
+  base  BASE_MODEL (default Qwen/Qwen2.5-0.5B-Instruct, from the HF cache)
+  sft   SFT_MODEL, else `path` in models/sft/latest.json (the SFT notebook's manifest)
+  ppo   PPO_MODEL, else the newest checkpoint of the verl experiment PPO_EXPERIMENT (a folder name under
+        models/rl/ or a path; default: the most recently written models/rl/ppo-* folder, the name run_ppo.sh
+        gives it): global_step_N/actor/huggingface, N from latest_checkpointed_iteration.txt
+  grpo  the same with GRPO_MODEL / GRPO_EXPERIMENT / models/rl/grpo-*
+
+Each model is evaluated by its own `scripts/evaluate.py` process, so vLLM hands the GPU back between models.
+Outputs: models/eval/<label>.json, then models/eval/report/{report.md,report.json,accuracy.png}
+(scripts/report.py), also logged as one MLflow run in EVAL_EXPERIMENT (default gsm8k-eval) when
+MLFLOW_TRACKING_URI is set. A label whose JSON was made from the same model, data and LIMIT is not evaluated
+again (an interrupted run resumes); FORCE=1 re-evaluates everything. A label whose model is gone but whose
+JSON exists stays in the report.
+
+Environment (all optional): DATA_DIR (default <repo>/data/gsm8k; prepared from GSM8K_SOURCE if test.parquet is
+missing), BACKEND (auto|vllm|hf), LIMIT (first N problems), FORCE (1 = re-evaluate), MODELS (default
+"base sft ppo grpo"), MODELS_DIR (default <repo>/models), SFT_MANIFEST, RL_DIR, EVAL_DIR (default
+$MODELS_DIR/eval), REPORT_DIR (default $EVAL_DIR/report), PYTHON (default: this interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_model
+from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, same_path
+
+SCRIPTS = REPO_ROOT / "scripts"
+
+
+class Skip(Exception):
+    """No model to evaluate for a label; the message says why."""
+
+
+def resolve_model(label: str, env: dict[str, str], rl_dir: Path, sft_manifest: Path) -> str:
+    """The model to evaluate for `label` (a hub id or an absolute folder), or Skip with the reason."""
+    if label == "base":
+        model = env.get("BASE_MODEL") or DEFAULT_MODEL
+        return os.path.abspath(model) if os.path.isdir(model) else model
+    if label == "sft":
+        if env.get("SFT_MODEL"):
+            path = Path(env["SFT_MODEL"])
+        else:
+            try:
+                manifest = read_sft_manifest(sft_manifest)
+            except ValueError as exc:
+                raise Skip(f"{exc}; rerun notebooks/sft_training.ipynb or set SFT_MODEL") from None
+            if manifest is None:
+                raise Skip(f"no SFT manifest at {sft_manifest}; run notebooks/sft_training.ipynb or set SFT_MODEL")
+            path = manifest["path"]
+        if not (path / "config.json").is_file():
+            raise Skip(f"no model at {path} (no config.json)")
+        return os.path.abspath(path)
+    if label not in ("ppo", "grpo"):
+        raise Skip("unknown label (MODELS may hold base, sft, ppo, grpo)")
+    upper = label.upper()
+    if env.get(f"{upper}_MODEL"):
+        model = env[f"{upper}_MODEL"]
+        return os.path.abspath(model) if os.path.isdir(model) else model
+    name = env.get(f"{upper}_EXPERIMENT", "")
+    if name:
+        experiment = Path(name) if "/" in name else rl_dir / name
+        if not experiment.is_dir():
+            raise Skip(f"{upper}_EXPERIMENT: no folder {experiment}")
+    else:
+        experiment, found = newest_experiment(rl_dir, label)
+        if experiment is None:
+            train = f"train with scripts/run_{label}.sh or set {upper}_EXPERIMENT"
+            raise Skip(f"no {rl_dir}/{label}-* experiment; {train}")
+        if len(found) > 1:
+            print(
+                f"{label}: {len(found)} experiments in {rl_dir} ({' '.join(p.name for p in found)}); using the "
+                f"newest, {experiment.name} (set {upper}_EXPERIMENT to pick another)",
+                file=sys.stderr,
+            )
+    try:
+        return os.path.abspath(rl_hf_model(experiment))
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+
+
+def stale_reason(result_file: Path, model: str, data: Path, limit: str) -> str | None:
+    """Why `result_file` is not an evaluation of `model` on `data` with LIMIT `limit`; None when it is."""
+    import pyarrow.parquet as pq
+
+    try:
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{result_file} is unreadable ({exc})"
+    rows = pq.ParquetFile(data).metadata.num_rows
+    expected = min(rows, int(limit)) if limit else rows
+    if not same_path(result.get("model"), model):
+        return f"it was made from {result.get('model')}, not {model}"
+    if not same_path(result.get("data"), str(data)):
+        return f"it was made on {result.get('data')}, not {data}"
+    if result.get("n") != expected:
+        return f"it covers {result.get('n')} problems, not {expected}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    extra = sys.argv[1:] if argv is None else argv  # passed to every evaluate.py call
+    if extra[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    env = dict(os.environ)
+    python = env.get("PYTHON") or sys.executable
+    models_dir = Path(env.get("MODELS_DIR") or REPO_ROOT / "models")
+    data_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "data" / "gsm8k")
+    eval_dir = Path(env.get("EVAL_DIR") or models_dir / "eval")
+    report_dir = Path(env.get("REPORT_DIR") or eval_dir / "report")
+    sft_manifest = Path(env.get("SFT_MANIFEST") or models_dir / "sft" / "latest.json")
+    rl_dir = Path(env.get("RL_DIR") or models_dir / "rl")
+    backend, limit, force = env.get("BACKEND") or "auto", env.get("LIMIT", ""), env.get("FORCE") == "1"
+
+    data = data_dir / "test.parquet"
+    if not data.is_file():
+        print(f"no {data}: preparing GSM8K into {data_dir} first", flush=True)
+        source = ["--source", env["GSM8K_SOURCE"]] if env.get("GSM8K_SOURCE") else []
+        prep = [python, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--output-dir", str(data_dir), *source]
+        if subprocess.run(prep).returncode != 0:
+            print(f"error: data/prepare_gsm8k.py could not prepare {data_dir} (see above)", file=sys.stderr)
+            return 1
+    data = Path(os.path.abspath(data))
+
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    reported: list[str] = []
+    skipped: list[str] = []
+    for label in (env.get("MODELS") or "base sft ppo grpo").split():
+        out = eval_dir / f"{label}.json"
+        try:
+            model = resolve_model(label, env, rl_dir, sft_manifest)
+        except Skip as why:
+            if out.is_file():
+                print(f"== {label}: {why}; reporting the existing {out}")
+                reported.append(label)
+            else:
+                print(f"== {label}: skipped: {why}")
+                skipped.append(label)
+            continue
+        if out.is_file() and not force:
+            reason = stale_reason(out, model, data, limit)
+            if reason is None:
+                print(f"== {label}: {out} is up to date for {model} (FORCE=1 re-evaluates)")
+                reported.append(label)
+                continue
+            print(f"== {label}: re-evaluating, {out} is stale: {reason}")
+        print(f"== {label}: evaluating {model} on {data}{f' (first {limit})' if limit else ''} with backend {backend}")
+        cmd = [python, str(SCRIPTS / "evaluate.py"), "--model", model, "--data", str(data), "--backend", backend]
+        cmd += ["--output", str(out), *(["--limit", limit] if limit else []), *extra]
+        started = time.monotonic()
+        sys.stdout.flush()
+        code = subprocess.run(cmd).returncode  # one process per model: vLLM frees the GPU when it exits
+        if code != 0:
+            print(f"error: evaluating {label} ({model}) failed with exit code {code} (see above)", file=sys.stderr)
+            return code
+        print(f"== {label}: done in {time.monotonic() - started:.0f} s -> {out}")
+        reported.append(label)
+
+    if not reported:
+        print(f"error: no model to report on (skipped: {' '.join(skipped)}); see the reasons above", file=sys.stderr)
+        return 1
+    cmd = [python, str(SCRIPTS / "report.py"), *(str(eval_dir / f"{label}.json") for label in reported)]
+    cmd += ["--labels", ",".join(reported), "--output-dir", str(report_dir)]
+    if env.get("MLFLOW_TRACKING_URI"):
+        cmd += ["--mlflow-experiment", env.get("EVAL_EXPERIMENT") or "gsm8k-eval"]
+    sys.stdout.flush()
+    code = subprocess.run(cmd).returncode
+    if skipped:
+        print(f"not in the report (see the reasons above): {' '.join(skipped)}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
