@@ -1,6 +1,6 @@
 """Capability check of one model: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
 
-    python scripts/capability.py --model models/sft/<run> --output models/eval/sft/capability.json   # vLLM, GPU
+    python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
     python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
 
 evaluate_all.py runs it once per model, in its own process (vLLM frees the GPU when it exits), and the
@@ -16,6 +16,7 @@ import sys
 
 from scripts.lib.atomic import atomic_write
 from scripts.lib.capability import DEFAULT_SUITE, load_suite, run_suite
+from scripts.lib.evaluation import BACKENDS, resolve_backend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,16 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="HF model dir or hub id")
     parser.add_argument("--output", required=True, help="JSON file: {task: {metric, value, stderr, n}}")
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="tasks, few-shot settings and limits")
-    parser.add_argument("--backend", choices=("vllm", "hf"), default="vllm", help="hf: transformers (CPU ok)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU, else hf")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend: requests per forward pass")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        results = run_suite(args.model, load_suite(args.suite), backend=args.backend, batch_size=args.batch_size)
+        suite = load_suite(args.suite)
+        results = run_suite(args.model, suite, backend=resolve_backend(args.backend), batch_size=args.batch_size)
     except (OSError, ValueError) as exc:
         print(f"capability.py: error: {exc}", file=sys.stderr)
         return 2
-    atomic_write(args.output, json.dumps({"model": args.model, "tasks": results}, indent=2) + "\n")
+    payload = {"model": args.model, "suite": suite, "tasks": results}
+    atomic_write(args.output, json.dumps(payload, indent=2) + "\n")
     return 0
 
 

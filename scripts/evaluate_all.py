@@ -12,7 +12,10 @@ Models, each skipped with the reason when it is not there:
         gives it): global_step_N/actor/huggingface, N from latest_checkpointed_iteration.txt
   grpo  the same with GRPO_MODEL / GRPO_EXPERIMENT / models/rl/grpo-*
 
-Each model is evaluated by its own `scripts/evaluate.py` process, so vLLM hands the GPU back between models.
+Each model is evaluated by its own `scripts/evaluate.py` process, so vLLM hands the GPU back between models,
+then checked for capability regressions by its own `scripts/capability.py` process (ARC-Challenge, HellaSwag,
+MMLU through lm-evaluation-harness; the suite is scripts/capability.yaml, or CAPABILITY_SUITE; CAPABILITY=0
+skips it) into models/eval/<label>.capability.json, which the report compares against base.
 Outputs: models/eval/<label>.json, then models/eval/report/{report.md,report.json,accuracy.png}
 (scripts/report.py), also logged as one MLflow run in EVAL_EXPERIMENT (default gsm8k-eval) when
 MLFLOW_TRACKING_URI is set. A label whose JSON was made from the same model, data and LIMIT is not evaluated
@@ -22,7 +25,8 @@ JSON exists stays in the report.
 Environment (all optional): DATA_DIR (default <repo>/data/gsm8k; prepared from GSM8K_SOURCE if test.parquet is
 missing), BACKEND (auto|vllm|hf), LIMIT (first N problems), FORCE (1 = re-evaluate), MODELS (default
 "base sft ppo grpo"), MODELS_DIR (default <repo>/models), SFT_MANIFEST, RL_DIR, EVAL_DIR (default
-$MODELS_DIR/eval), REPORT_DIR (default $EVAL_DIR/report), PYTHON (default: this interpreter).
+$MODELS_DIR/eval), REPORT_DIR (default $EVAL_DIR/report), PYTHON (default: this interpreter), CAPABILITY
+(0 = skip the capability check), CAPABILITY_SUITE (default scripts/capability.yaml).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.lib.capability import DEFAULT_SUITE, load_suite
 from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, same_path
 
@@ -110,6 +115,31 @@ def stale_reason(result_file: Path, model: str, data: Path, limit: str) -> str |
     return None
 
 
+def check_capability(
+    label: str, model: str, suite_file: str, suite: dict, eval_dir: Path, python: str, force: bool
+) -> bool:
+    """Run scripts/capability.py for one model unless its result is current; False when it failed."""
+    out = eval_dir / f"{label}.capability.json"
+    if out.is_file() and not force and not capability_stale(out, model, suite):
+        print(f"== {label}: capability check {out} is up to date")
+        return True
+    print(f"== {label}: capability check of {model} ({', '.join(suite)})", flush=True)
+    cmd = [python, str(SCRIPTS / "capability.py"), "--model", model, "--suite", suite_file, "--output", str(out)]
+    code = subprocess.run(cmd).returncode  # its own process: vLLM frees the GPU when it exits
+    if code != 0:
+        print(f"error: the capability check of {label} ({model}) failed with exit code {code}", file=sys.stderr)
+    return code == 0
+
+
+def capability_stale(result_file: Path, model: str, suite: dict) -> bool:
+    """True unless `result_file` is a capability check of `model` with exactly `suite`."""
+    try:
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not same_path(result.get("model"), model) or result.get("suite") != suite
+
+
 def main(argv: list[str] | None = None) -> int:
     extra = sys.argv[1:] if argv is None else argv  # passed to every evaluate.py call
     if extra[:1] in (["-h"], ["--help"]):
@@ -124,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     sft_manifest = Path(env.get("SFT_MANIFEST") or models_dir / "sft" / "latest.json")
     rl_dir = Path(env.get("RL_DIR") or models_dir / "rl")
     backend, limit, force = env.get("BACKEND") or "auto", env.get("LIMIT", ""), env.get("FORCE") == "1"
+    suite_file = env.get("CAPABILITY_SUITE") or str(DEFAULT_SUITE)
+    try:
+        suite = load_suite(suite_file) if env.get("CAPABILITY", "1") != "0" else None
+    except ValueError as exc:
+        print(f"error: {exc} (CAPABILITY_SUITE; CAPABILITY=0 skips the capability check)", file=sys.stderr)
+        return 2
 
     data = data_dir / "test.parquet"
     if not data.is_file():
@@ -138,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_dir.mkdir(parents=True, exist_ok=True)
     reported: list[str] = []
     skipped: list[str] = []
+    checked: dict[str, str] = {}  # label -> model, for the capability check
     for label in (env.get("MODELS") or "base sft ppo grpo").split():
         out = eval_dir / f"{label}.json"
         try:
@@ -155,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if reason is None:
                 print(f"== {label}: {out} is up to date for {model} (FORCE=1 re-evaluates)")
                 reported.append(label)
+                checked[label] = model
                 continue
             print(f"== {label}: re-evaluating, {out} is stale: {reason}")
         print(f"== {label}: evaluating {model} on {data}{f' (first {limit})' if limit else ''} with backend {backend}")
@@ -168,12 +206,20 @@ def main(argv: list[str] | None = None) -> int:
             return code
         print(f"== {label}: done in {time.monotonic() - started:.0f} s -> {out}")
         reported.append(label)
+        checked[label] = model
 
+    if suite is not None:
+        for label, model in checked.items():
+            if not check_capability(label, model, suite_file, suite, eval_dir, python, force):
+                return 1
     if not reported:
         print(f"error: no model to report on (skipped: {' '.join(skipped)}); see the reasons above", file=sys.stderr)
         return 1
     cmd = [python, str(SCRIPTS / "report.py"), *(str(eval_dir / f"{label}.json") for label in reported)]
     cmd += ["--labels", ",".join(reported), "--output-dir", str(report_dir)]
+    capability = [eval_dir / f"{label}.capability.json" for label in reported]
+    if suite is not None and all(p.is_file() for p in capability):
+        cmd += ["--capability", *map(str, capability)]
     if env.get("MLFLOW_TRACKING_URI"):
         cmd += ["--mlflow-experiment", env.get("EVAL_EXPERIMENT") or "gsm8k-eval"]
     sys.stdout.flush()

@@ -4,6 +4,9 @@
     python scripts/report.py a.json b.json --labels base,ppo --baseline base \\
         --output-dir models/eval/report --mlflow-experiment gsm8k-eval           # also one MLflow run
 
+With `--capability` (one scripts/capability.py output per model), the report adds the capability check:
+general benchmarks per model with standard errors, the change vs the baseline, drops beyond noise flagged.
+
 Inputs are `scripts/evaluate.py --output` files (every generation with its score). Outputs in --output-dir, each
 written atomically: `report.md` (tables), `report.json` (the same numbers), `accuracy.png` (bars with 95% error
 bars; skipped with a warning where matplotlib is not installed). Per reward mode: accuracy with its Wilson
@@ -25,6 +28,7 @@ import numpy as np
 
 from rewards.gsm8k import MODES
 from scripts.lib.atomic import atomic_write
+from scripts.lib.capability import compare
 from scripts.lib.comparison import ReportError, Result, build_report, load_result
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import REPO_ROOT, display_path
@@ -101,6 +105,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     for warning in report["warnings"]:
         lines.append(f"- Note: {warning}.")
+    lines += render_capability(report)
     lines += [
         "",
         "## External reference numbers (published elsewhere, not produced by this repo)",
@@ -114,6 +119,36 @@ def render_markdown(report: dict[str, Any]) -> str:
     for ref in report["external_reference"]:
         lines.append(f"| {ref['model']} | {ref['gsm8k_test']:.1f} | {ref['source']} |")
     return "\n".join(lines) + "\n"
+
+
+def render_capability(report: dict[str, Any]) -> list[str]:
+    """The capability check table (general benchmarks vs base), or nothing when the report has none."""
+    if "capability" not in report:
+        return []
+    base = report["baseline"]
+    lines = [
+        "",
+        f"## Capability check (lm-evaluation-harness, vs {base})",
+        "",
+        "| model | task | metric | score ± stderr | change vs " + base + " | |",
+        "| --- | --- | --- | ---: | ---: | --- |",
+    ]
+    for row in report["capability"]["rows"]:
+        change = "" if row["delta"] is None else f"{100 * row['delta']:+.1f} pts"
+        flag = {"drop": "**drop beyond noise**", "gain": "gain beyond noise"}.get(row["flag"], "")
+        lines.append(
+            f"| {row['model']} | {row['task']} | {row['metric']} | {_pct(row['value'])} ± {100 * row['stderr']:.1f} "
+            f"| {change} | {flag} |"
+        )
+    lines += [
+        "",
+        "How to read this: general benchmarks the GSM8K training never saw (scripts/capability.yaml: tasks, "
+        "few-shot settings and question limits). A change is flagged when it exceeds 1.96 standard errors of the "
+        "difference, sqrt(se_model² + se_base²): a flagged drop means post-training damaged that capability. "
+        "The models answer the same questions, so this unpaired error is generous: a small real drop may go "
+        "unflagged, a flagged one is not noise.",
+    ]
+    return lines
 
 
 def render_chart(report: dict[str, Any]) -> bytes | None:
@@ -199,6 +234,10 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
         for mode in MODES:
             out[f"{m['label']}/accuracy_{mode}"] = m["accuracy"][mode]
             out[f"{m['label']}/ci95_low_{mode}"], out[f"{m['label']}/ci95_high_{mode}"] = m["ci95"][mode]
+    for row in report.get("capability", {}).get("rows", []):
+        out[f"{row['model']}/capability_{row['task']}"] = row["value"]
+        if row["delta"] is not None:
+            out[f"{row['model']}/capability_{row['task']}_diff_vs_{report['baseline']}"] = row["delta"]
     for c in report["comparisons"]:
         key, mode = f"{c['label']}/diff_vs_{c['baseline']}", c["mode"]
         out[f"{key}_{mode}"] = c["diff"]
@@ -237,6 +276,23 @@ def log_to_mlflow(
     return run.info.run_id, uri
 
 
+def load_capability(files: list[str], labels: list[str], baseline: str) -> dict[str, Any]:
+    """The capability section of the report: each model's scores and their change vs the baseline."""
+    if len(files) != len(labels):
+        raise ReportError(f"--capability names {len(files)} files for {len(labels)} models; give one per model")
+    by_model, suites = {}, []
+    for path, label in zip(files, labels, strict=True):
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            by_model[label] = data["tasks"]
+            suites.append(data.get("suite"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{path}: not a scripts/capability.py output ({exc!r})") from None
+    if any(suite != suites[0] for suite in suites):
+        raise ReportError("the capability files were made with different suites: rerun them with one suite")
+    return {"suite": suites[0], "rows": compare(by_model, baseline)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="JSON files written by scripts/evaluate.py --output")
@@ -244,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="label the others are compared with (default: the first)")
     parser.add_argument("--output-dir", default=str(REPO_ROOT / "models" / "eval" / "report"))
     parser.add_argument("--mlflow-experiment", help="also log one run to MLflow (MLFLOW_TRACKING_URI) here")
+    parser.add_argument(
+        "--capability", nargs="+", metavar="JSON", help="scripts/capability.py outputs, one per result file, in order"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     labels = args.labels.split(",") if args.labels else [Path(p).stem for p in args.results]
@@ -258,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = [load_result(path, label) for path, label in zip(args.results, labels, strict=True)]
         report = build_report(results, baseline)
+        if args.capability:
+            report["capability"] = load_capability(args.capability, labels, baseline)
     except ReportError as exc:
         print(f"report.py: error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_NEW_TOKENS = "16"  # the random tiny models never stop early; enough to exercise generation
 
 
+CAPABILITY_SUITE = Path(__file__).parent / "fixtures" / "capability" / "suite.yaml"
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return {**env, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, **extra}
@@ -204,6 +207,25 @@ def test_report_writes_table_chart_and_json(four_results, tmp_path):
     with Image.open(out / "accuracy.png") as image:
         image.verify()
         assert image.size[0] > 600 and image.size[1] > 300
+
+
+def test_capability_section_flags_a_drop_beyond_noise(four_results, tmp_path):
+    scores = {"base": (0.50, 0.47), "sft": (0.49, 0.47), "ppo": (0.35, 0.46), "grpo": (0.51, 0.49)}
+    files = []
+    for label, (arc, mmlu) in scores.items():
+        tasks = {"arc_challenge": {"metric": "acc_norm", "value": arc, "stderr": 0.02, "n": 500}}
+        tasks["mmlu"] = {"metric": "acc", "value": mmlu, "stderr": 0.02, "n": 570}
+        files.append(tmp_path / f"{label}.capability.json")
+        files[-1].write_text(json.dumps({"model": label, "suite": {"arc_challenge": {}}, "tasks": tasks}))
+    out = tmp_path / "report"
+    proc = run_report(*map(str, four_results), "--output-dir", str(out), "--capability", *map(str, files))
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "| ppo | arc_challenge | acc_norm | 35.0% ± 2.0 | -15.0 pts | **drop beyond noise** |" in md
+    assert "| sft | arc_challenge | acc_norm | 49.0% ± 2.0 | -1.0 pts |  |" in md  # within noise: not flagged
+    assert "| base | mmlu | acc | 47.0% ± 2.0 |  |  |" in md
+    mismatched = run_report(*map(str, four_results), "--output-dir", str(out), "--capability", str(files[0]))
+    assert mismatched.returncode == 2 and "--capability names 1 files for 4 models" in mismatched.stderr
 
 
 def test_labels_and_baseline_options(four_results, tmp_path):
@@ -401,6 +423,7 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
         "DATA_DIR": str(data_dir),
         "BACKEND": "hf",
         "LIMIT": "4",
+        "CAPABILITY": "0",  # the hub suite needs the network; evaluate_all_run checks a local one
         **env,
     }
     return subprocess.run(
@@ -416,8 +439,9 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
 @pytest.fixture(scope="module")
 def evaluate_all_run(fake_repo, tiny_model_dir, gsm8k_data_dir) -> subprocess.CompletedProcess:
     return run_evaluate_all(
-        fake_repo, gsm8k_data_dir, "--max-new-tokens", MAX_NEW_TOKENS, BASE_MODEL=str(tiny_model_dir)
-    )
+        fake_repo, gsm8k_data_dir, "--max-new-tokens", MAX_NEW_TOKENS,
+        BASE_MODEL=str(tiny_model_dir), CAPABILITY="1", CAPABILITY_SUITE=str(CAPABILITY_SUITE),
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -441,6 +465,13 @@ def test_evaluate_all_evaluates_every_model_and_reports(evaluate_all_run, fake_r
         assert f"\n| {label} | `" in md
     assert "## Difference vs base" in md
     assert (eval_dir / "report" / "accuracy.png").read_bytes().startswith(PNG_SIGNATURE)
+    # the capability check ran for every model, through lm-evaluation-harness, and reached the report
+    for label in ("base", "sft", "ppo", "grpo"):
+        capability = json.loads((eval_dir / f"{label}.capability.json").read_text())
+        assert capability["model"] == results[label]["model"] and capability["tasks"]["tiny_arith"]["n"] == 4
+    rows = json.loads((eval_dir / "report" / "report.json").read_text())["capability"]["rows"]
+    assert [(r["model"], r["task"]) for r in rows] == [(m, "tiny_arith") for m in ("base", "sft", "ppo", "grpo")]
+    assert "## Capability check (lm-evaluation-harness, vs base)" in md and "| sft | tiny_arith | acc |" in md
 
 
 @pytest.mark.slow
@@ -450,6 +481,10 @@ def test_evaluate_all_rerun_reuses_results(evaluate_all_run, fake_repo, tiny_mod
     proc = run_evaluate_all(fake_repo, gsm8k_data_dir, BASE_MODEL=str(tiny_model_dir))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("is up to date") == 4 and "evaluating" not in proc.stdout
+    capability = {"CAPABILITY": "1", "CAPABILITY_SUITE": str(CAPABILITY_SUITE)}
+    proc = run_evaluate_all(fake_repo, gsm8k_data_dir, BASE_MODEL=str(tiny_model_dir), **capability)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("capability check") == 4 and proc.stdout.count("is up to date") == 8
     assert {p.name: p.stat().st_mtime_ns for p in (fake_repo / "models" / "eval").glob("*.json")} == before
 
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The whole pipeline, unattended, from the host: data -> SFT notebook -> PPO -> GRPO -> evaluation report,
+# then a report card in the terminal and one MLflow "pipeline" run linking every stage's run.
+#
+#   bash scripts/speedrun.sh              # after `bash scripts/init_env.sh && docker compose up -d`
+#   QUICK=1 bash scripts/speedrun.sh      # the whole path in minutes: 20 SFT steps, 2 RL steps each,
+#                                         # 50 test problems (numbers are for trying it out, not for reading)
+#   FROM=ppo bash scripts/speedrun.sh     # redo ppo and everything after it (stages: data sft ppo grpo eval)
+#
+# Each stage runs in the container that owns it (`docker compose exec`, as the stack's user), with its log in
+# models/speedrun/<stage>.log. A stage whose output is complete (its marker models/speedrun/<stage>.done
+# and the files it made) is skipped, so rerunning after a failure continues where it stopped; a failing stage
+# stops the run, naming the stage, its log and the command that resumes.
+#
+# Knobs (environment): QUICK=1; FROM=<stage>; COMPOSE (default `docker compose`: the stack of this checkout,
+# .env's COMPOSE_FILE included); extra arguments per stage: DATA_ARGS (prepare_gsm8k.py), SFT_ARGS (papermill
+# `-p name value` pairs), RL_ARGS (Hydra overrides for both RL runs), EVAL_ENV (`NAME=value ...` for
+# evaluate_all.py). Roughly, on 4x H100: data 1 min, SFT 15 min, PPO and GRPO hours (15 epochs), eval 20 min.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+read -ra compose <<<"${COMPOSE:-docker compose}"
+STAGES=(data sft ppo grpo eval)
+OUT=models/speedrun
+PPO_EXPERIMENT=ppo-speedrun
+GRPO_EXPERIMENT=grpo-speedrun
+QUICK=${QUICK:-0}
+FROM=${FROM:-}
+read -ra data_args <<<"${DATA_ARGS:-}"
+read -ra sft_args <<<"${SFT_ARGS:-}"
+read -ra rl_args <<<"${RL_ARGS:-}"
+read -ra eval_env <<<"${EVAL_ENV:-}"
+if [[ "${QUICK}" == 1 ]]; then
+    sft_args=(-p max_steps 20 -p eval_samples 32 -p logging_steps 5 "${sft_args[@]}")
+    rl_args=(trainer.total_training_steps=2 trainer.save_freq=2 trainer.test_freq=2 "${rl_args[@]}")
+    eval_env=(LIMIT=50 "${eval_env[@]}")
+fi
+
+die() {
+    echo "speedrun.sh: $*" >&2
+    exit 1
+}
+if [[ -n "${FROM}" && ! " ${STAGES[*]} " == *" ${FROM} "* ]]; then
+    die "FROM=${FROM} is not a stage; stages: ${STAGES[*]}"
+fi
+mkdir -p "${OUT}"
+
+# The files a stage leaves when it is complete: its marker is trusted only while these exist.
+outputs() {
+    case "$1" in
+    data) echo data/gsm8k/train.parquet data/gsm8k/test.parquet ;;
+    sft) echo models/sft/latest.json ;;
+    ppo) echo "models/rl/${PPO_EXPERIMENT}/latest_checkpointed_iteration.txt" ;;
+    grpo) echo "models/rl/${GRPO_EXPERIMENT}/latest_checkpointed_iteration.txt" ;;
+    eval) echo models/eval/report/report.json ;;
+    esac
+}
+
+complete() {
+    local file
+    [[ -f "${OUT}/$1.done" ]] || return 1
+    for file in $(outputs "$1"); do
+        [[ -f "${file}" ]] || return 1
+    done
+}
+
+# The command that runs a stage in its container (into the array `cmd`). The notebook starts from the stack's
+# BASE_MODEL (.env), as RL and evaluation do when there is no SFT checkpoint.
+stage_command() {
+    local kv
+    # shellcheck disable=SC2016 # ${BASE_MODEL} and $@ expand in the jupyter container
+    case "$1" in
+    data) cmd=(exec -T verl python /workspace/data/prepare_gsm8k.py "${data_args[@]}") ;;
+    sft) cmd=(exec -T -w /workspace/notebooks jupyter sh -c 'exec papermill sft_training.ipynb "$0" \
+        --log-output -p model_path "${BASE_MODEL}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
+    ppo) cmd=(exec -T -e "EXPERIMENT=${PPO_EXPERIMENT}" verl bash run_ppo.sh "${rl_args[@]}") ;;
+    grpo) cmd=(exec -T -e "EXPERIMENT=${GRPO_EXPERIMENT}" verl bash run_grpo.sh "${rl_args[@]}") ;;
+    eval)
+        cmd=(exec -T -e "PPO_EXPERIMENT=${PPO_EXPERIMENT}" -e "GRPO_EXPERIMENT=${GRPO_EXPERIMENT}")
+        for kv in "${eval_env[@]}"; do cmd+=(-e "${kv}"); done
+        cmd+=(verl python /workspace/scripts/evaluate_all.py)
+        ;;
+    esac
+}
+
+redo=0
+for stage in "${STAGES[@]}"; do
+    [[ "${stage}" == "${FROM}" ]] && redo=1
+    if ((!redo)) && complete "${stage}"; then
+        echo "speedrun.sh: ${stage}: complete, skipped ($(outputs "${stage}"))"
+        continue
+    fi
+    rm -f "${OUT}/${stage}.done"
+    stage_command "${stage}"
+    log="${OUT}/${stage}.log"
+    echo "speedrun.sh: ${stage}: ${compose[*]} ${cmd[*]}  (log: ${log})"
+    start=$(date +%s)
+    if ! "${compose[@]}" "${cmd[@]}" >"${log}" 2>&1; then
+        tail -n 20 "${log}" >&2
+        die "stage '${stage}' failed after $(($(date +%s) - start)) s; log: ${log}
+  fix the cause, then resume with: bash scripts/speedrun.sh   (completed stages are skipped)"
+    fi
+    printf '{"stage": "%s", "seconds": %d, "finished": "%s"}\n' \
+        "${stage}" "$(($(date +%s) - start))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"${OUT}/${stage}.done"
+done
+
+# The report card: accuracy with CIs, capability check, wall time and GPU hours per stage; MLflow pipeline run.
+"${compose[@]}" exec -T verl python /workspace/scripts/report_card.py \
+    --ppo-experiment "${PPO_EXPERIMENT}" --grpo-experiment "${GRPO_EXPERIMENT}" --quick "${QUICK}"
