@@ -30,7 +30,7 @@ from rewards.gsm8k import MODES
 from scripts.lib.atomic import atomic_write
 from scripts.lib.capability import compare
 from scripts.lib.comparison import ReportError, Result, build_report, load_result
-from scripts.lib.mlflow_health import check_mlflow
+from scripts.lib.mlflow_health import check_mlflow, ui_url
 from scripts.lib.paths import REPO_ROOT, display_path
 
 logger = logging.getLogger(__name__)
@@ -249,11 +249,12 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
 def log_to_mlflow(
     report: dict[str, Any], files: dict[str, Path], results: list[Result], experiment: str
 ) -> tuple[str, str]:
-    """Log one run: params, metrics, the report files and the input result files; the table as the run's note."""
+    """Log one run: params, metrics, the report files and the input result files; the table as the run's note.
+
+    Returns the run id and the link to it a browser opens."""
     check_mlflow()  # before importing mlflow: fail in seconds, not after minutes of retries
     import mlflow
 
-    uri = mlflow.get_tracking_uri()
     mlflow.set_experiment(experiment)
     run_name = "report-" + "-".join(m["label"] for m in report["models"]) + f"-{Path(report['data_file']).stem}"
     with mlflow.start_run(run_name=run_name) as run:
@@ -273,7 +274,7 @@ def log_to_mlflow(
             mlflow.log_artifact(str(path), artifact_path="report")
         for r in results:
             mlflow.log_artifact(str(r.path), artifact_path="results")
-    return run.info.run_id, uri
+    return run.info.run_id, ui_url(run.info.experiment_id, run.info.run_id)
 
 
 def load_capability(files: list[str], labels: list[str], baseline: str) -> dict[str, Any]:
@@ -329,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     print("wrote " + ", ".join(str(p) for p in files.values()))
     if args.mlflow_experiment:
         try:
-            run_id, uri = log_to_mlflow(report, files, results, args.mlflow_experiment)
+            run_id, url = log_to_mlflow(report, files, results, args.mlflow_experiment)
         except ConnectionError as exc:
             print(f"report.py: error: {exc} (or drop --mlflow-experiment); the files are written", file=sys.stderr)
             return 1
-        print(f"logged MLflow run {run_id} to experiment {args.mlflow_experiment!r} at {uri}")
+        print(f"logged MLflow run {run_id} to experiment {args.mlflow_experiment!r}: {url}")
     return 0
 
 

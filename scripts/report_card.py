@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.lib.checkpoints import read_sft_manifest
-from scripts.lib.mlflow_health import check_mlflow
+from scripts.lib.mlflow_health import check_mlflow, ui_url
 from scripts.lib.paths import under_repo
 
 STAGES = ("data", "sft", "ppo", "grpo", "eval")
@@ -100,7 +100,7 @@ def log_pipeline(report, times, hours, runs: dict[str, str], quick: bool) -> str
         for m in (report or {}).get("models", []):
             metrics |= {f"{m['label']}/accuracy_{mode}": acc for mode, acc in m["accuracy"].items()}
         mlflow.log_metrics(metrics)
-    return run.info.run_id
+    return ui_url(run.info.experiment_id, run.info.run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report_card.py: no pipeline run logged: {exc}", file=sys.stderr)
         return 0
     runs = stage_runs(models_dir, args.ppo_experiment, args.grpo_experiment)
-    run_id = log_pipeline(report, times, hours, runs, bool(args.quick))
-    print(f"MLflow pipeline run {run_id} in experiment {EXPERIMENT}")
+    url = log_pipeline(report, times, hours, runs, bool(args.quick))
+    print(f"MLflow pipeline run (experiment {EXPERIMENT}): {url}")
     return 0
 
 
