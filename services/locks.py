@@ -56,6 +56,7 @@ VERL_BASE_OWNED = (
     "nvidia-nvshmem-cu13 nvidia-nvtx nvidia-nvvm"
 ).split()
 
+
 @dataclass(frozen=True)
 class ImageLock:
     """How one image's requirements.in is resolved into its requirements.lock."""
