@@ -354,3 +354,10 @@ def test_doctor_fails_what_would_break_the_stack(tmp_path, driver, gpus, compose
     proc = run_doctor(tmp_path, fake_gpu_host(driver, gpus, compose), **settings)
     assert proc.returncode == 1 and proc.stderr == ""
     assert verdict(proc, failing) == "FAIL", proc.stdout
+
+
+def test_doctor_fails_a_root_host_uid_with_the_fix(tmp_path):
+    proc = run_doctor(tmp_path, JUPYTER_TOKEN="x" * 32, HOST_UID="0", HOST_GID="0")
+    assert proc.returncode == 1 and proc.stderr == ""
+    line = next(line for line in proc.stdout.splitlines() if "HOST_UID=0" in line)
+    assert line.startswith("FAIL .env:") and "refuse to run as root" in line and "useradd" in line

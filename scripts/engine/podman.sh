@@ -2,7 +2,7 @@
 # A container engine for the stack's engine tests on a machine without Docker: Debian's podman serving the
 # Docker API on a unix socket, driven by the real Compose binary. Idempotent; prints DOCKER_HOST last.
 #
-#   export DOCKER_HOST=$(sudo bash scripts/engine/podman.sh | tail -n1)   # what `make test-stack` does
+#   export DOCKER_HOST=$(sudo bash scripts/engine/podman.sh)   # what `make test-stack` does (stdout: only this)
 #
 # On a machine where `docker info` already answers (a real Docker Engine, or DOCKER_HOST set), it does nothing
 # and prints that engine's DOCKER_HOST (empty: the default socket), so the same tests run against it unchanged.
@@ -33,8 +33,8 @@ fi
 
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
     say "installing podman, runc, debootstrap (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >&2
 fi
 
 mkdir -p /etc/containers/containers.conf.d "${STATE}" "$(dirname "${SOCKET}")"
