@@ -77,11 +77,10 @@ def stage(tmp_path_factory) -> Path:
     (root / "models").mkdir()
     shutil.copy2(REPO / "models" / "README.md", root / "models" / "README.md")
     build_tiny_model(root / "models" / "tiny-qwen2")  # the hub is out of reach: RL and SFT start from this
-    if os.getuid() == 0:
-        subprocess.run(["chown", "-R", f"{HOST_UID}:{HOST_GID}", str(root)], check=True)
-    # The folders the user creates: group-writable, as a checkout made with umask 0002 would have them.
-    for folder in (root, root / "models", root / "data"):
-        folder.chmod(0o2775 if folder != root else 0o775)
+    if os.getuid() == 0:  # services/ (the build context) stays as in the checkout: the builder's cache then applies
+        owned = [str(p) for p in root.iterdir() if p.name != "services"]
+        subprocess.run(["chown", f"{HOST_UID}:{HOST_GID}", str(root)], check=True)
+        subprocess.run(["chown", "-R", f"{HOST_UID}:{HOST_GID}", *owned], check=True)
     return root
 
 
@@ -119,11 +118,12 @@ def settings(env_file: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
 
 
-def compose(env_file: Path, *args: str, timeout: float = 1800, check: bool = True, files=FILES):
-    cmd = [str(COMPOSE_BIN), "--project-directory", str(env_file.parent), "-p", PROJECT,
+def compose(env_file: Path, *args: str, timeout: float = 1800, check: bool = True, files=FILES, project_dir=None):
+    project_dir = project_dir or env_file.parent
+    cmd = [str(COMPOSE_BIN), "--project-directory", str(project_dir), "-p", PROJECT,
            "--env-file", str(env_file), *[a for f in files for a in ("-f", str(REPO / f))], *args]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=env_file.parent, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=project_dir, env=env)
     if check:
         assert proc.returncode == 0, f"compose {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
@@ -198,9 +198,16 @@ def test_images_are_built_from_the_dockerfiles_with_their_locks(images, env_file
 
 
 def test_containers_refuse_to_run_as_root(images, env_file):
-    proc = compose(env_file, "run", "--rm", "--no-deps", "-T", "--user", "0:0", "verl", "true", check=False)
+    # Not `run --rm`: podman's Docker API then reports exit code 0 for every container.
+    name = f"{PROJECT}-as-root-{secrets.token_hex(4)}"
+    try:
+        proc = compose(env_file, "run", "--name", name, "--no-deps", "-T", "--user", "0:0", "verl",
+                       "touch", "/workspace/models/ran-as-root", check=False)  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "refusing to run as root" in proc.stderr and "HOST_UID" in proc.stderr
+    assert not (env_file.parent / "models" / "ran-as-root").exists()
 
 
 # --- the stack comes up ----------------------------------------------------------------------------------------
@@ -275,9 +282,11 @@ PREPARE = ["python", "/workspace/data/prepare_gsm8k.py", "--source", FIXTURE, "-
 
 
 def not_shared(stack: Path, service: str) -> list[str]:
-    """Paths in data/gsm8k, models/ and the HF cache not owned by HOST_UID or not group-writable, seen in `service`."""
-    find = ("find /workspace/data/gsm8k /workspace/models /cache/huggingface -mindepth 1 "
-            f"\\( ! -uid {HOST_UID} -o ! -perm -g+w \\) -printf '%u:%g %m %p\\n'")  # fmt: skip
+    """What the containers wrote (data/gsm8k, models/sft, models/rl, the HF cache) that is not HOST_UID's or not
+    group-writable, as `service` sees it."""
+    paths = "/workspace/data/gsm8k /workspace/models/sft /workspace/models/rl /cache/huggingface"
+    find = (f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w \\) "
+            "-printf '%u:%g %m %p\\n'; fi; done")  # fmt: skip
     return exec_in(stack, service, "bash", "-c", find).stdout.splitlines()
 
 
