@@ -23,9 +23,11 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,9 +70,19 @@ COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_c
 
 
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory) -> Path:
-    """This checkout's files, without generated data or checkpoints, plus a tiny local model, owned by HOST_UID."""
-    root = tmp_path_factory.mktemp("engine") / "checkout"
+def stage() -> Iterator[Path]:
+    """This checkout's files, without generated data or checkpoints, plus a tiny local model, owned by HOST_UID.
+
+    Not under pytest's tmp folder: HOST_UID must reach it on the host too (pytest's is private to its user).
+    """
+    base = Path(tempfile.mkdtemp(prefix="gsm8k-engine-test-"))
+    try:
+        yield stage_checkout(base / "checkout")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stage_checkout(root: Path) -> Path:
     shutil.copytree(REPO, root, ignore=COPY_IGNORE)
     for generated in ("data/gsm8k", "models"):
         shutil.rmtree(root / generated, ignore_errors=True)
@@ -79,7 +91,7 @@ def stage(tmp_path_factory) -> Path:
     build_tiny_model(root / "models" / "tiny-qwen2")  # the hub is out of reach: RL and SFT start from this
     if os.getuid() == 0:  # services/ (the build context) stays as in the checkout: the builder's cache then applies
         owned = [str(p) for p in root.iterdir() if p.name != "services"]
-        subprocess.run(["chown", f"{HOST_UID}:{HOST_GID}", str(root)], check=True)
+        subprocess.run(["chown", f"{HOST_UID}:{HOST_GID}", str(root.parent), str(root)], check=True)
         subprocess.run(["chown", "-R", f"{HOST_UID}:{HOST_GID}", *owned], check=True)
     return root
 
@@ -166,7 +178,7 @@ def stack(images, env_file: Path, stage: Path):
         yield env_file
     finally:
         logs = compose(env_file, "logs", "--no-color", check=False)
-        (stage.parent / "compose.log").write_text(logs.stdout + logs.stderr)
+        Path(tempfile.gettempdir(), f"{PROJECT}.log").write_text(logs.stdout + logs.stderr)  # for a post-mortem
         compose(env_file, "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "30", check=False)
 
 
@@ -283,10 +295,12 @@ PREPARE = ["python", "/workspace/data/prepare_gsm8k.py", "--source", FIXTURE, "-
 
 def not_shared(stack: Path, service: str) -> list[str]:
     """What the containers wrote (data/gsm8k, models/sft, models/rl, the HF cache) that is not HOST_UID's or not
-    group-writable, as `service` sees it."""
+    group-writable, as `service` sees it. Every file is HOST_UID's, so jupyter, verl and the host user can all
+    change it; safetensors files are the one exception to group-writable: the library creates them 0600 whatever
+    the umask (the code that exports a model shares it: notebooks/sft.py does)."""
     paths = "/workspace/data/gsm8k /workspace/models/sft /workspace/models/rl /cache/huggingface"
-    find = (f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w \\) "
-            "-printf '%u:%g %m %p\\n'; fi; done")  # fmt: skip
+    find = (f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w "
+            "! -name '*.safetensors' -o ! -perm -u+rw \\) -printf '%u:%g %m %p\\n'; fi; done")  # fmt: skip
     return exec_in(stack, service, "bash", "-c", find).stdout.splitlines()
 
 
