@@ -4,6 +4,9 @@
 #   make lint    ruff + shellcheck only
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
 #   make bench   print the benchmarks' numbers
+#   make test-stack   the stack on a real container engine (tests/test_compose_engine.py): uses the Docker engine that
+#                answers, else installs and starts podman (root, apt); builds the CPU variant's base image and
+#                wheelhouse (cached) unless the machine has GPUs; builds, starts and tests the stack; removes it
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -15,7 +18,7 @@ PYTEST_ARGS ?=
 # Any of these (or $CHROMIUM) lets tests/test_web_ui.py drive a headless browser; they skip themselves without one.
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
-.PHONY: test lint browser lock bench venv clean
+.PHONY: test lint browser lock bench venv clean test-stack
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,15 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# DOCKER_HOST comes from scripts/engine/podman.sh (empty: the engine `docker` already talks to).
+test-stack: venv browser
+	@set -e; host=$$(bash scripts/engine/podman.sh); if [ -n "$$host" ]; then export DOCKER_HOST=$$host; fi; \
+	if [ "$${STACK_VARIANT:-}" = cpu ] || ! nvidia-smi --list-gpus >/dev/null 2>&1; then \
+		bash scripts/engine/cpu_base_image.sh; \
+		bash scripts/engine/wheelhouse.sh; \
+	fi; \
+	$(BIN)/python -m pytest -m docker -s tests/test_compose_engine.py $(PYTEST_ARGS)
 
 lock: | $(BIN)/uv
 	$(BIN)/uv pip compile requirements/test.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \

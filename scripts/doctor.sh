@@ -7,7 +7,7 @@
 # Checks: .env (token set, UID/GID match you, bind address), NVIDIA driver (R580+ for the CUDA 13 verl
 # image), GPU count vs N_GPUS / GPU_DEVICES, Docker engine, Compose version, NVIDIA Container Toolkit,
 # shared memory and RAM, free disk, ports free, MLflow health, and that models/ and data/ stay writable by
-# both containers' users (jupyter: HOST_UID:HOST_GID, verl: root with group HOST_GID).
+# both containers' user (HOST_UID:HOST_GID, never root).
 # Exits 1 when any check FAILs, 0 otherwise. Reads .env without executing it and never prints secrets.
 set -euo pipefail
 
@@ -88,7 +88,9 @@ else
     if [[ "$(stat -c %a "${ENV_FILE}")" =~ [1-7]$ ]]; then
         report WARN ".env: readable by every user on this machine (it holds tokens): chmod 600 ${ENV_FILE}"
     fi
-    if [[ "${HOST_UID}:${HOST_GID}" == "$(id -u):$(id -g)" ]]; then
+    if [[ "${HOST_UID}" == 0 ]]; then
+        report FAIL ".env: HOST_UID=0: jupyter and verl refuse to run as root; set HOST_UID/HOST_GID to a non-root user's ids (id -u / id -g as the checkout's owner; on a root-only machine: useradd -m researcher && chown -R researcher: .)"
+    elif [[ "${HOST_UID}:${HOST_GID}" == "$(id -u):$(id -g)" ]]; then
         report PASS ".env: HOST_UID:HOST_GID = ${HOST_UID}:${HOST_GID}, you"
     else
         report WARN ".env: HOST_UID:HOST_GID = ${HOST_UID}:${HOST_GID} but you are $(id -u):$(id -g): files the containers write will not be yours (set both to \`id -u\` / \`id -g\`)"
@@ -238,7 +240,7 @@ else
     report WARN "mlflow: not running (start the stack: docker compose up -d)"
 fi
 
-# --- shared paths: writable by you, jupyter (HOST_UID:HOST_GID) and verl (root, group HOST_GID) ----------
+# --- shared paths: writable by you and the containers (both run as HOST_UID:HOST_GID) ---------------------
 for dir in models data; do
     if [[ ! -d "${dir}" ]]; then
         report FAIL "shared path ${dir}/: missing (it is part of the repo: git checkout -- ${dir})"
@@ -256,7 +258,7 @@ for dir in models data; do
     elif [[ ! -w "${dir}" ]]; then
         report WARN "shared path ${dir}/: fine for the containers, but not writable by you ($(id -un)): run as HOST_UID ${HOST_UID}"
     else
-        report PASS "shared path ${dir}/: writable by ${HOST_UID}:${HOST_GID} (jupyter) and group ${HOST_GID} (verl)"
+        report PASS "shared path ${dir}/: writable by ${HOST_UID}:${HOST_GID} (jupyter and verl)"
     fi
 done
 

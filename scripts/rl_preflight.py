@@ -47,6 +47,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o664)  # mkstemp makes 0600: keep it readable and writable by the host user's group (umask 0002)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -1,10 +1,12 @@
-"""Lock files of the three images: how each is resolved, a check that it is current, and an install check.
+"""Lock files of the images: how each is resolved, a check that it is current, and an install check.
 
 Each image's Python dependencies are listed in `services/<image>/requirements.in` and pinned, with hashes,
 in `services/<image>/requirements.lock`, resolved by uv for linux x86_64 (manylinux_2_28) and the Python of
-the image's base. The verl and jupyter bases already ship a CUDA build of torch (and vLLM + flash-attn in
-verl's case): those are resolved against the base image's versions but not emitted, so installing the lock
-never replaces the CUDA stack the base image built (see IMAGES below).
+the image's base. The GPU base of verl and jupyter (verlai/verl:vllm024.dev2) already ships a CUDA build of
+torch, vLLM and flash-attn: those are resolved against the base image's versions but not emitted, so
+installing the lock never replaces the CUDA stack the base image built (see IMAGES below). The CPU variant
+of an image (`<image>-cpu`: requirements-cpu.in -> requirements-cpu.lock) is resolved for Debian bookworm's
+Python 3.11 with PyTorch's CPU build, which its lock does pin; mlflow's one lock serves both variants.
 
     python services/locks.py compile [IMAGE ...]   # re-resolve requirements.lock (keeps current pins)
     python services/locks.py check [IMAGE ...]     # exit 1 and print a diff if a lock is stale or unresolvable
@@ -54,16 +56,6 @@ VERL_BASE_OWNED = (
     "nvidia-nvshmem-cu13 nvidia-nvtx nvidia-nvvm"
 ).split()
 
-# The jupyter base (docker-stacks pytorch-notebook cuda12) ships torch 2.11.0+cu128 from PyTorch's index.
-# PyPI's torch 2.11.0 (CUDA 13 libraries) stands in for it during resolution; neither it nor its CUDA
-# libraries are emitted.
-JUPYTER_BASE_OWNED = (
-    "torch triton cuda-bindings cuda-pathfinder cuda-toolkit "
-    "nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft "
-    "nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 "
-    "nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx"
-).split()
-
 
 @dataclass(frozen=True)
 class ImageLock:
@@ -98,11 +90,13 @@ IMAGES = {
         base=("torch==2.11.0", "vllm==0.24.0", "flash-attn==2.8.3"),
         not_emitted=tuple(VERL_BASE_OWNED),
     ),
-    "jupyter": ImageLock("jupyter", python="3.13", base=("torch==2.11.0",), not_emitted=tuple(JUPYTER_BASE_OWNED)),
+    # The jupyter image is built on the verl image's base: the same torch/CUDA, left to the base the same way.
+    "jupyter": ImageLock("jupyter", python="3.12", base=("torch==2.11.0",), not_emitted=tuple(VERL_BASE_OWNED)),
     "mlflow": ImageLock("mlflow", python="3.11"),
     # The CPU variant: Debian bookworm's Python 3.11 and PyTorch's CPU build, which the lock pins with the
     # hash of PyTorch's own wheel (found in LOCAL_WHEELS where this machine has it, else on PyTorch's CPU index).
     "verl-cpu": ImageLock("verl-cpu", python="3.11"),
+    "jupyter-cpu": ImageLock("jupyter-cpu", python="3.11"),
 }
 
 LOCAL_WHEELS = Path("/opt/wheels")

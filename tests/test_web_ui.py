@@ -13,9 +13,9 @@ picks another Chromium-based browser.
 - MLflow as the compose service runs it (services/mlflow/entrypoint.sh with the service's command from
   docker-compose.yml, `--allowed-hosts` included): the UI lists runs for a browser at localhost:5000 (the SSH
   tunnel) and at another name the allow-list holds; any other Host gets MLflow's DNS-rebinding 403, not the UI.
-- JupyterLab as the jupyter service runs it (token from JUPYTER_TOKEN, root dir from NOTEBOOK_ARGS): without the
-  token (or with a wrong one) the login page, with it notebooks/sft_training.ipynb rendered, its kernel found,
-  and the committed file left as it was.
+- JupyterLab as the jupyter service runs it (token from JUPYTER_TOKEN, root dir from the service's command):
+  without the token (or with a wrong one) the login page, with it notebooks/sft_training.ipynb rendered, its
+  kernel found, and the committed file left as it was.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import secrets
-import shlex
 import shutil
 import subprocess
 import sys
@@ -285,10 +284,17 @@ def test_compose_mlflow_refuses_a_host_outside_the_allow_list(compose_mlflow, br
 
 @pytest.fixture(scope="module")
 def jupyter_lab(services: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """`jupyter lab` from the venv with the service's NOTEBOOK_ARGS (/workspace = the repo) and JUPYTER_TOKEN."""
+    """`jupyter lab` from the venv with the service's command (/workspace = the repo) and JUPYTER_TOKEN."""
     service = services["jupyter"]
     assert service["working_dir"] == "/workspace"
-    args = [arg.replace("/workspace", str(REPO_ROOT)) for arg in shlex.split(service["environment"]["NOTEBOOK_ARGS"])]
+    assert service["command"][:2] == ["jupyter", "lab"]
+    # The service's own arguments, on the repo and a loopback port instead of /workspace and 0.0.0.0:8888.
+    args = [
+        arg.replace("/workspace", str(REPO_ROOT))
+        for arg in service["command"][2:]
+        if not arg.startswith(("--ServerApp.ip=", "--ServerApp.port="))
+    ]
+    assert f"--ServerApp.root_dir={REPO_ROOT}" in args
     state = tmp_path_factory.mktemp("jupyter-state")
     token = secrets.token_hex(16)
     env = {
