@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 import torch
+from verl.utils.fs import copy_to_local
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY as rollout_classes
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
@@ -121,7 +122,8 @@ class TransformersReplica(RolloutReplica):
             )
         name = server_name(self.replica_rank)
         server = ray.remote(num_cpus=0)(TransformersServer).options(name=name)
-        self.servers = [server.remote(self.model_config.local_path, self.config.response_length)]
+        path = copy_to_local(self.model_config.path)  # what verl's HFModelConfig loads (a local dir here)
+        self.servers = [server.remote(path, self.config.response_length)]
         self._server_handle, self._server_address = self.servers[0], name
 
 

@@ -230,7 +230,6 @@ def _budget_text(cfg) -> str:
 
 def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
     """Enough GPUs and CPUs for verl's budget (`ray_cpu_budget`), in a running cluster or the local Ray."""
-    need = ray_cpu_budget(cfg)
     if address is None:
         if nnodes > 1:
             raise LaunchError(
@@ -238,7 +237,7 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
                 "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
                 "(RAY_ADDRESS unset, no `ray start` on this node)"
             )
-        local = cfg.ray_kwargs.ray_init.num_cpus
+        local, need = cfg.ray_kwargs.ray_init.num_cpus, ray_cpu_budget(cfg)
         if local is not None and int(local) < need:
             raise LaunchError(
                 f"ray_kwargs.ray_init.num_cpus={local} but verl holds {_budget_text(cfg)} CPUs for the whole "
@@ -259,7 +258,7 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    need_cpus = CPUS_PER_GPU * n_gpus
+    need, need_cpus = ray_cpu_budget(cfg), CPUS_PER_GPU * n_gpus
     usable = [n for n in nodes if n["Resources"].get("GPU", 0) >= n_gpus]
     if len(usable) < nnodes:
         have = ", ".join(f"{n['NodeManagerAddress']} {n['Resources'].get('GPU', 0):g} GPU" for n in nodes)

@@ -104,7 +104,7 @@ def test_preflight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*set N_GPUS=1"):
         rl_preflight.check_gpus(4)
     with pytest.raises(LaunchError, match=r"NNODES=2 needs a running Ray cluster"):
-        rl_preflight.check_ray(None, 4, 2, 16)
+        rl_preflight.check_ray(None, 4, 2, cfg=None)
     with pytest.raises(LaunchError, match=r"checkpoints need ~.* GiB free: free space, set CHECKPOINT_DIR"):
         rl_preflight.check_disk(tmp_path / "a" / "b", need=2**60)
 
@@ -140,6 +140,7 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
         raise Exec(cmd, env)
 
     monkeypatch.setattr(os, "execvpe", fake_exec)
+    monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
     argv = ["--algo", "ppo", "--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--experiment", "ppo-tiny"]
     argv += ["--checkpoint-dir", str(ckpt), "--mlflow-uri", uri, "--skip-preflight", *overrides]
     with pytest.raises(Exec) as caught:
