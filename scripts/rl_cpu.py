@@ -7,7 +7,8 @@ launcher runs with N_GPUS=0 (scripts/rl_launch.py sets these; verl_configs/cpu.y
     VERL_PLATFORM=cpu                          # verl.plugin.platform picks PlatformCPU below
     PYTHONPATH=<repo root>                     # so Ray workers import it (the containers set /workspace)
 
-Importing it always registers the platform and the `transformers` rollout (scripts/rl_cpu_rollout.py);
+Importing it always registers the platform and the `transformers` rollout (scripts/rl_cpu_rollout.py, imported
+when verl first asks for it);
 the patches apply only with VERL_PLATFORM=cpu. Each patch replaces one verl 0.9.1 GPU assumption,
 without editing a verl file; `patch_verl` refuses any other verl version so a change upstream fails
 loudly here instead of silently training differently:
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 VERL_VERSION = "0.9.1"
 PLATFORM = "cpu"
+ROLLOUT = "transformers"  # actor_rollout_ref.rollout.name (verl_configs/cpu.yaml)
 
 
 def _device_module() -> ModuleType:
@@ -125,9 +127,17 @@ def register() -> None:
             def cudart(self):
                 return None
 
-    from scripts import rl_cpu_rollout
+    # The backend's module imports verl, so it is named here and imported when verl first asks for it.
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    rl_cpu_rollout.register()
+    def replica_class():
+        from scripts.rl_cpu_rollout import TransformersReplica
+
+        return TransformersReplica
+
+    RolloutReplicaRegistry.register(ROLLOUT, replica_class)
+    _ROLLOUT_REGISTRY[(ROLLOUT, "async")] = "scripts.rl_cpu_rollout.ServerAdapter"
 
 
 def _dedupe_backend(init_process_group):

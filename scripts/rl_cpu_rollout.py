@@ -1,6 +1,6 @@
 """A `transformers` rollout backend for verl 0.9.1: token-in/token-out generation without vLLM (CPU runs).
 
-Registered by scripts/rl_cpu.py as `actor_rollout_ref.rollout.name=transformers` (verl_configs/cpu.yaml):
+Registered (by name) by scripts/rl_cpu.py as `actor_rollout_ref.rollout.name=transformers` (verl_configs/cpu.yaml):
 
 - `TransformersReplica` (verl's RolloutReplicaRegistry): one `TransformersServer` Ray actor per replica,
   named like verl's vLLM servers (`transformers_server_<replica>_0`),
@@ -24,11 +24,11 @@ from typing import Any
 import ray
 import torch
 from verl.utils.fs import copy_to_local
-from verl.workers.rollout.base import _ROLLOUT_REGISTRY as rollout_classes
 from verl.workers.rollout.base import BaseRollout
-from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
-ROLLOUT = "transformers"
+from scripts.rl_cpu import ROLLOUT
+
 logger = logging.getLogger(__name__)
 
 
@@ -147,9 +147,3 @@ class ServerAdapter(BaseRollout):
             tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
             full[name] = tensor.detach().to("cpu", copy=True)
         await ray.get_actor(server_name(self.replica_rank)).load_weights.remote(full, global_steps)
-
-
-def register() -> None:
-    """Add the backend to verl's replica registry and rollout-class map (idempotent)."""
-    RolloutReplicaRegistry.register(ROLLOUT, lambda: TransformersReplica)
-    rollout_classes[(ROLLOUT, "async")] = f"{__name__}.ServerAdapter"
