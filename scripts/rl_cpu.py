@@ -43,12 +43,14 @@ def _device_module() -> ModuleType:
     """torch.cpu plus the torch.cuda calls verl makes (memory stats are 0, caches no-ops)."""
     mod = ModuleType("verl_cpu_device")
     mod.__getattr__ = lambda name: getattr(torch.cpu, name)  # PEP 562: the rest of torch.cpu
-    for name in ("empty_cache", "reset_peak_memory_stats", "set_device", "synchronize", "ipc_collect"):
+    for name in ("empty_cache", "reset_peak_memory_stats", "set_device", "synchronize", "ipc_collect",
+                 "set_per_process_memory_fraction"):  # fmt: skip
         setattr(mod, name, lambda *a, **k: None)
     for name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved"):
         setattr(mod, name, lambda *a, **k: 0)
     mod.mem_get_info = lambda *a, **k: (os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),) * 2
     mod.current_device = lambda: PLATFORM
+    mod.get_device_name = lambda *a, **k: "CPU"  # verl's flops counter looks the name up (CPU: unknown, inf)
     mod.device_count = lambda: 1
     mod.is_available = lambda: True
     mod.manual_seed = mod.manual_seed_all = torch.manual_seed

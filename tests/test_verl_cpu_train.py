@@ -38,6 +38,7 @@ SIZE = [
     "trainer.test_freq=-1",
 ]
 LAUNCH_TIMEOUT = 900
+STEP_S = "timing_s/step"  # verl's wall time per training step (rollout, reward, update, checkpoint)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -132,6 +133,7 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     assert len(client.search_runs([run.info.experiment_id], f"tags.mlflow.runName = '{run.info.run_name}'")) == 1
     assert steps_of(client, run.info.run_id, "critic/vf_loss") == [1, 2]  # both launches, one run
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
+    record_property("ppo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
     # rewards/gsm8k.py's dict (score, acc, pred): verl's built-in scorer has no `acc`
     assert any("acc" in key for key in run.data.metrics if key.startswith("val-core/openai/gsm8k"))
 
@@ -161,4 +163,5 @@ def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlfl
         assert loadable(ckpt / f"global_step_{n}" / "actor" / "huggingface")
     client, run = the_run(mlflow_uri, ckpt)
     assert steps_of(client, run.info.run_id, "actor/kl_loss") == [1, 2]
+    record_property("grpo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
