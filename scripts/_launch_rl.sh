@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Shared by run_ppo.sh and run_grpo.sh (sourced after they set ALGO): the environment knobs and their
-# defaults, then one exec of scripts/rl_launch.py (`python -m scripts.rl_launch`), which picks the model,
-# prepares data, runs the preflight, composes + validates verl_configs/${ALGO}_gsm8k.yaml and execs
-# verl's main_ppo (with N_GPUS=0 on CPU: verl_configs/cpu.yaml + scripts/rl_cpu.py).
+# Shared by run_ppo.sh and run_grpo.sh (sourced after they set ALGO): one exec of scripts/rl_launch.py
+# (`python -m scripts.rl_launch`), which reads the environment knobs below (once, as its flags' defaults),
+# picks the model, prepares data, runs the preflight, composes + validates verl_configs/${ALGO}_gsm8k.yaml
+# and execs verl's main_ppo (with N_GPUS=0 on CPU: verl_configs/cpu.yaml + scripts/rl_cpu.py).
 #
 # Environment (all optional):
 #   MODEL_PATH       model dir or hub id        (default: models/sft/latest.json's SFT checkpoint,
@@ -28,14 +28,4 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The repo root on PYTHONPATH (the containers already set /workspace): `scripts.rl_launch` imports the
 # repo's packages, and verl's Ray workers inherit it to import scripts/rl_cpu.py on CPU.
-PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}" exec "${PYTHON:-python3}" -m scripts.rl_launch \
-    --algo "${ALGO}" \
-    --model "${MODEL_PATH:-}" \
-    --n-gpus "${N_GPUS:-4}" \
-    --nnodes "${NNODES:-1}" \
-    --data-dir "${DATA_DIR:-}" \
-    --experiment "${EXPERIMENT:-}" \
-    --checkpoint-dir "${CHECKPOINT_DIR:-}" \
-    --mlflow-uri "${MLFLOW_TRACKING_URI:-http://mlflow:5000}" \
-    --ray-num-cpus "${RAY_NUM_CPUS:-0}" \
-    "$@"
+PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}" exec "${PYTHON:-python3}" -m scripts.rl_launch --algo "${ALGO}" "$@"

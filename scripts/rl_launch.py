@@ -1,7 +1,7 @@
 """The one launcher behind scripts/run_ppo.sh and scripts/run_grpo.sh: verl PPO/GRPO on GSM8K.
 
     bash scripts/run_ppo.sh [--dry-run] [hydra overrides...]      # what users run (env knobs: _launch_rl.sh)
-    python -m scripts.rl_launch --algo grpo --n-gpus 1 --dry-run  # the same with explicit flags (repo root)
+    python -m scripts.rl_launch --algo grpo --n-gpus 1 --dry-run  # the same with flags (from the repo root)
 
 Every launch, dry or real, builds one override list (`build`) and composes
 verl_configs/<algo>_gsm8k.yaml with it, then checks it three ways (scripts/rl_config.py): Hydra's
@@ -435,14 +435,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other arguments: Hydra overrides.")
     parser.add_argument("--algo", choices=sorted(CONFIG_NAMES), required=True)
     parser.add_argument("--dry-run", action="store_true", help="compose + validate, print, write YAML; no launch")
-    parser.add_argument("--model", default="", help="MODEL_PATH: model dir or hub id (default: SFT manifest)")
-    parser.add_argument("--n-gpus", type=int, default=4, help="N_GPUS: GPUs per node (0: CPU)")
-    parser.add_argument("--nnodes", type=int, default=1, help="NNODES: Ray nodes (>1 needs a joined cluster)")
-    parser.add_argument("--data-dir", default="", help="DATA_DIR (default: data/gsm8k)")
-    parser.add_argument("--experiment", default="", help="EXPERIMENT: MLflow run name and checkpoint folder")
-    parser.add_argument("--checkpoint-dir", default="", help="CHECKPOINT_DIR (default: models/rl/<experiment>)")
-    parser.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"))
-    parser.add_argument("--ray-num-cpus", type=int, default=0, help="RAY_NUM_CPUS for a Ray main_ppo starts")
+    # The environment knobs (scripts/_launch_rl.sh lists them) are read here, once, as the flags' defaults.
+    env = {k: v for k, v in os.environ.items() if v}
+    for name in ("N_GPUS", "NNODES", "RAY_NUM_CPUS"):
+        if not env.get(name, "0").isdigit():
+            parser.error(f"{name}={env[name]!r} in the environment: use a whole number (N_GPUS=0: CPU)")
+    parser.add_argument("--model", default=env.get("MODEL_PATH", ""), help="MODEL_PATH (default: SFT manifest)")
+    parser.add_argument("--n-gpus", type=int, default=env.get("N_GPUS", "4"), help="N_GPUS per node (0: CPU)")
+    parser.add_argument("--nnodes", type=int, default=env.get("NNODES", "1"), help="NNODES (>1: a joined cluster)")
+    parser.add_argument("--data-dir", default=env.get("DATA_DIR", ""), help="DATA_DIR (default: data/gsm8k)")
+    parser.add_argument("--experiment", default=env.get("EXPERIMENT", ""), help="EXPERIMENT: MLflow run + folder")
+    parser.add_argument("--checkpoint-dir", default=env.get("CHECKPOINT_DIR", ""), help="CHECKPOINT_DIR")
+    parser.add_argument("--mlflow-uri", default=env.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"))
+    parser.add_argument("--ray-num-cpus", type=int, default=env.get("RAY_NUM_CPUS", "0"), help="RAY_NUM_CPUS")
     parser.add_argument("--output", default="", help="dry run: where to write the resolved YAML")
     parser.add_argument("--skip-preflight", action="store_true", help="skip the GPU/shm/Ray/disk checks")
     args, overrides = parser.parse_known_args(argv)

@@ -76,6 +76,19 @@ def test_no_manifest_means_the_base_model_from_env(tmp_path, monkeypatch):
     assert model == "Qwen/Qwen2.5-1.5B-Instruct" and "BASE_MODEL" in why
 
 
+def test_environment_knobs_are_the_launchers_defaults(monkeypatch, capsys):
+    monkeypatch.setenv("N_GPUS", "0")
+    monkeypatch.setenv("MODEL_PATH", "/models/tiny")
+    monkeypatch.setenv("RAY_NUM_CPUS", "")  # empty counts as unset, as `${RAY_NUM_CPUS:-}` did
+    args, rest = rl_launch.parse_args(["--algo", "ppo", "trainer.total_epochs=1"])
+    assert (args.n_gpus, args.model, args.ray_num_cpus, args.nnodes, rest) == (0, "/models/tiny", 0, 1, rest)
+    assert rl_launch.parse_args(["--algo", "ppo", "--n-gpus", "2"])[0].n_gpus == 2  # a flag still wins
+    monkeypatch.setenv("N_GPUS", "four")
+    with pytest.raises(SystemExit):
+        rl_launch.parse_args(["--algo", "ppo"])
+    assert "N_GPUS='four' in the environment" in capsys.readouterr().err
+
+
 def test_broken_manifest_is_an_error_not_a_silent_fallback(tmp_path):
     manifest = tmp_path / "latest.json"
     manifest.write_text("{not json")
