@@ -9,6 +9,8 @@ is added by the launcher). Three launches in all, because each costs a Ray start
   resumes at step 1 and finishes step 2 in the same MLflow run. Then scripts/evaluate.py (HF backend)
   on the step-2 checkpoint and scripts/report.py.
 - GRPO (KL loss, no critic) for 2 steps in one launch.
+
+`pytest -rP tests/test_verl_cpu_train.py` prints the measured launch and step times.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ def wait_for(proc: subprocess.Popen, log: Path, done, timeout: float = LAUNCH_TI
     return time.monotonic() - t0
 
 
+def note(what: str, value) -> None:
+    """A measurement for the log (`pytest -rP` shows it): launch and step times on this machine."""
+    print(f"measured: {what} = {value}")
+
+
 def step(ckpt: Path) -> int:
     path = ckpt / "latest_checkpointed_iteration.txt"
     return int(path.read_text().strip() or 0) if path.is_file() else 0
@@ -110,18 +117,18 @@ def steps_of(client, run_id: str, key: str) -> list[int]:
 
 
 def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
-    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, record_property
+    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path
 ):
     ckpt, log = tmp_path / "ppo", tmp_path / "ppo.log"
     first = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(first, log, lambda: step(ckpt) >= 1)
     stop(first)  # killed mid-run, after its step-1 checkpoint
-    record_property("ppo_first_launch_to_step1_s", round(took))
+    note("ppo_first_launch_to_step1_s", round(took))
     assert step(ckpt) == 1 and (ckpt / "global_step_1" / "critic").is_dir()
 
     second = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(second, log, lambda: second.poll() is not None)
-    record_property("ppo_resume_launch_s", round(took))
+    note("ppo_resume_launch_s", round(took))
     text = log.read_text(errors="replace")
     assert second.returncode == 0, text[-6000:]
     assert "resume      from global_step_1" in text  # the launcher's summary, then verl's own resume
@@ -133,7 +140,7 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     assert len(client.search_runs([run.info.experiment_id], f"tags.mlflow.runName = '{run.info.run_name}'")) == 1
     assert steps_of(client, run.info.run_id, "critic/vf_loss") == [1, 2]  # both launches, one run
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
-    record_property("ppo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    note("ppo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
     # rewards/gsm8k.py's dict (score, acc, pred): verl's built-in scorer has no `acc`
     assert any("acc" in key for key in run.data.metrics if key.startswith("val-core/openai/gsm8k"))
 
@@ -152,16 +159,16 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     assert list(report.iterdir())
 
 
-def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, record_property):
+def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path):
     ckpt, log = tmp_path / "grpo", tmp_path / "grpo.log"
     proc = launch("grpo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(proc, log, lambda: proc.poll() is not None)
-    record_property("grpo_launch_s", round(took))
+    note("grpo_launch_s", round(took))
     assert proc.returncode == 0, log.read_text(errors="replace")[-6000:]
     assert step(ckpt) == 2 and not (ckpt / "global_step_2" / "critic").exists()
     for n in (1, 2):
         assert loadable(ckpt / f"global_step_{n}" / "actor" / "huggingface")
     client, run = the_run(mlflow_uri, ckpt)
     assert steps_of(client, run.info.run_id, "actor/kl_loss") == [1, 2]
-    record_property("grpo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    note("grpo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
