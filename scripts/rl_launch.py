@@ -294,7 +294,9 @@ def data_line(s: Settings, cfg: DictConfig) -> str:
     batch, epochs = cfg.data.train_batch_size, cfg.trainer.total_epochs
     steps = rows[DATA_FILES[0]] // batch
     warn = f" (!) fewer train rows than data.train_batch_size={batch}" if not steps else ""
-    return f"{s.data_dir}: {desc} -> {steps} steps/epoch x {epochs} epochs = {steps * epochs} steps{warn}"
+    total = cfg.trainer.total_training_steps
+    cap = f", capped at trainer.total_training_steps={total}" if total else ""
+    return f"{s.data_dir}: {desc} -> {steps} steps/epoch x {epochs} epochs = {steps * epochs} steps{cap}{warn}"
 
 
 def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[str, Path]) -> str:
@@ -420,6 +422,7 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
         env["MLFLOW_RUN_ID"] = s.run_id  # for a Ray instance main_ppo starts itself (it inherits this env)
     if s.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
     if s.cpu:  # verl imports scripts/rl_cpu.py in every process (Ray workers inherit this env)
         modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m and m != CPU_PLUGIN]
         env.update(VERL_PLATFORM="cpu", VERL_USE_EXTERNAL_MODULES=",".join([*modules, CPU_PLUGIN]))

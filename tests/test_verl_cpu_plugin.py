@@ -62,7 +62,7 @@ def test_verl_on_cpu_through_its_extension_points(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.split("PROBE ", 1)[1])
     assert out["device"] == ["cpu", "cpu"] and out["memory"] == 0  # patch 1: "cpu", never cuda:0
-    assert out["backend"] == "gloo"  # patch 2: torch refuses "cpu:gloo,cpu:gloo"
+    assert out["backend"] == "cpu:gloo"  # patch 2: torch refuses "cpu:gloo,cpu:gloo"
     assert out["pin_memory"] is False  # patch 3: pinning needs an accelerator
     assert out["critic"] == ["Qwen2ForTokenClassification", "sdpa"]  # patch 4: not flash_attention_2
     assert out["engine"] == "FSDPEngineWithLMHead"  # patch 5: verl's FSDP engine on a "cpu" device

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,16 @@ def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, 
     with open(log, "ab") as out:
         return subprocess.Popen(["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *SIZE], env=env, cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+@pytest.fixture
+def ray_logs(tmp_path):
+    """Removes the Ray temp dirs the launches made (each prints `ray logs: /tmp/ray-*/ray/...`) after the test."""
+    yield
+    for log in tmp_path.glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("ray logs: /tmp/ray-"):
+                shutil.rmtree(line.split()[2].split("/ray/")[0], ignore_errors=True)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -117,7 +128,7 @@ def steps_of(client, run_id: str, key: str) -> list[int]:
 
 
 def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
-    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path
+    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs
 ):
     ckpt, log = tmp_path / "ppo", tmp_path / "ppo.log"
     first = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
@@ -159,7 +170,7 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     assert list(report.iterdir())
 
 
-def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path):
+def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs):
     ckpt, log = tmp_path / "grpo", tmp_path / "grpo.log"
     proc = launch("grpo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(proc, log, lambda: proc.poll() is not None)

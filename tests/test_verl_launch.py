@@ -158,6 +158,7 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
     argv += ["--checkpoint-dir", str(ckpt), "--mlflow-uri", uri, "--skip-preflight", *overrides]
     with pytest.raises(Exec) as caught:
         rl_launch.launch(*rl_launch.parse_args(argv))
+    Path(caught.value.env.pop("RAY_TMPDIR")).rmdir()  # the local Ray's own temp dir: made, empty, unused here
     return caught.value
 
 
