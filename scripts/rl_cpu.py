@@ -7,11 +7,10 @@ launcher runs with N_GPUS=0 (scripts/rl_launch.py sets these; verl_configs/cpu.y
     VERL_PLATFORM=cpu                          # verl.plugin.platform picks PlatformCPU below
     PYTHONPATH=<repo root>                     # so Ray workers import it (the containers set /workspace)
 
-Importing it always registers the platform and the `transformers` rollout (scripts/rl_cpu_rollout.py, imported
-when verl first asks for it);
-the patches apply only with VERL_PLATFORM=cpu. Each patch replaces one verl 0.9.1 GPU assumption,
-without editing a verl file; `patch_verl` refuses any other verl version so a change upstream fails
-loudly here instead of silently training differently:
+Importing it always registers the platform and the `transformers` rollout (scripts/rl_cpu_rollout.py,
+imported when verl first asks for it); the patches apply only with VERL_PLATFORM=cpu. Each replaces one
+verl 0.9.1 GPU assumption without editing a verl file; `patch_verl` refuses any other verl version, so
+a change upstream fails loudly here instead of silently training differently:
 
 1. device id "cpu": PlatformCPU.current_device() (verl passes it to `.to()`; an int would mean cuda:N),
 2. backend "cpu:gloo,cpu:gloo": verl joins `cpu:gloo` with `<device>:<backend>`; torch rejects the
@@ -25,14 +24,11 @@ loudly here instead of silently training differently:
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from contextlib import contextmanager
 from types import ModuleType
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 VERL_VERSION = "0.9.1"
 PLATFORM = "cpu"
@@ -172,9 +168,6 @@ def _valuehead_with_config_attention(local_path, torch_dtype, model_config, trus
         attn_implementation=getattr(model_config, "_attn_implementation", None) or "sdpa",
         trust_remote_code=trust_remote_code,
     )
-
-
-_valuehead_with_config_attention.verl_cpu_patched = True
 
 
 def patch_verl() -> None:

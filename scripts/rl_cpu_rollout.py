@@ -17,7 +17,6 @@ runs on a laptop or in CI with a tiny model, not to train a real model on CPU.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Any
 
@@ -29,8 +28,6 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 from scripts.rl_cpu import ROLLOUT
 
-logger = logging.getLogger(__name__)
-
 
 class TransformersServer:
     """The rollout server: generates with transformers' `generate`, loads weights verl syncs."""
@@ -38,7 +35,6 @@ class TransformersServer:
     def __init__(self, model_path: str, response_length: int) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig
 
-        torch.set_num_threads(int(os.environ.get("VERL_CPU_ROLLOUT_THREADS", "1")))
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
         self.model.eval()
         gen = GenerationConfig.from_model_config(self.model.config)

@@ -69,6 +69,7 @@ from scripts.rl_preflight import (
     ensure_mlflow_run,
     ensure_model,
     free_gpu_memory,
+    latest_step,
     prepare_data,
     prune_checkpoints,
     ray_cpu_budget,
@@ -262,14 +263,6 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Pro
         if OmegaConf.select(cfg, key) != value:
             problems.append(Problem(key, f"set it with the {env} environment variable, not a Hydra override"))
     return overrides, cfg, problems
-
-
-def latest_step(checkpoint_dir: Path) -> int | None:
-    """The step verl resumes from (latest_checkpointed_iteration.txt), or None for a fresh start."""
-    try:
-        return int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
 
 
 def flat(cfg: DictConfig) -> dict[str, Any]:

@@ -157,11 +157,18 @@ def free_gpu_memory(cfg) -> str:
     return f"{len(gpus)} GPU(s) with >= {ratio:.0%} free"
 
 
+def latest_step(checkpoint_dir: Path) -> int | None:
+    """The step verl resumes from (latest_checkpointed_iteration.txt), or None for a fresh start."""
+    try:
+        return int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
 def check_world_size(checkpoint_dir: Path, world_size: int) -> str:
     """FSDP shards are named by world size: resuming with other N_GPUS x NNODES crashes minutes in."""
-    try:
-        step = int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
+    step = latest_step(checkpoint_dir)
+    if step is None:
         return "none to resume"
     actor = checkpoint_dir / f"global_step_{step}" / "actor"
     sizes = {int(m.group(1)) for f in actor.glob("model_world_size_*_rank_*.pt")
@@ -182,10 +189,7 @@ def prune_checkpoints(checkpoint_dir: Path, keep: int) -> list[Path]:
     verl prunes only what its own process saved, and leaves global_step_N/data.pt behind when it does,
     so checkpoints of earlier launches would pile up.
     """
-    try:
-        latest = int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        latest = None
+    latest = latest_step(checkpoint_dir)
     steps = sorted((int(p.name.rpartition("_")[2]), p) for p in checkpoint_dir.glob("global_step_*")
                    if p.is_dir() and p.name.rpartition("_")[2].isdigit())  # fmt: skip
     whole = [(n, p) for n, p in steps if (p / "actor").is_dir()]

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.rl_preflight import latest_step
+
 REPO = Path(__file__).resolve().parent.parent
 VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"
 # A GPU run's configs, shrunk: 2 prompts x 2 answers of <= 16 tokens per step, a checkpoint every step,
@@ -104,8 +106,7 @@ def note(what: str, value) -> None:
 
 
 def step(ckpt: Path) -> int:
-    path = ckpt / "latest_checkpointed_iteration.txt"
-    return int(path.read_text().strip() or 0) if path.is_file() else 0
+    return latest_step(ckpt) or 0
 
 
 def loadable(hf_dir: Path) -> bool:
