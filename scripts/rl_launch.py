@@ -225,6 +225,11 @@ def launcher_overrides(s: Settings) -> list[str]:
         )
     if s.run_id:
         overrides.append(f"{env_vars}.MLFLOW_RUN_ID={hydra_str(s.run_id)}")
+    if s.cpu and s.ray_address is not None:
+        raise LaunchError(
+            f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU platform), but a Ray "
+            f"cluster runs at {s.ray_address}: `ray stop` it (or unset RAY_ADDRESS), or set N_GPUS to its GPUs"
+        )
     if s.cpu:
         overrides += cpu_overrides()  # verl_configs/cpu.yaml
     if s.ray_address is None and s.ray_num_cpus:

@@ -57,6 +57,9 @@ def test_cpu_run_budget_and_overrides_come_from_cpu_yaml(tmp_path, tiny_model_di
     assert cfg.critic.model.override_config.attn_implementation == "sdpa"
     assert (cfg.ray_kwargs.ray_init.num_cpus, rl_preflight.ray_cpu_budget(cfg)) == (16, 3 + 2 + 1)
     assert '++trainer.device="cpu"' in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
+    s.ray_address = "10.0.0.1:6379"  # a `ray start` cluster would not load the CPU platform into its workers
+    with pytest.raises(LaunchError, match=r"N_GPUS=0 runs verl on a local Ray .* `ray stop` it"):
+        rl_launch.build(s, [])
 
 
 # --- resume with another world size ---------------------------------------------------------------
