@@ -1,6 +1,9 @@
 # One entry point for the CPU test environment and the checks CI runs.
-#   make test    create/reuse .venv, install requirements/test.lock exactly, lint, install Chromium if missing
-#                (for tests/test_web_ui.py), run the whole suite
+#   make test    create/reuse .venv, install requirements/test.lock exactly, create/reuse .venv-verl (the CPU
+#                verl trainer environment), lint, install Chromium if missing (for tests/test_web_ui.py), run the
+#                whole suite
+#   make venv-verl  .venv-verl only: services/verl/requirements-cpu.lock (the verl image's CPU variant), for
+#                `N_GPUS=0 PYTHON=.venv-verl/bin/python bash scripts/run_ppo.sh` and the CPU training tests
 #   make lint    ruff + shellcheck only
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
 #   make bench   print the benchmarks' numbers
@@ -11,6 +14,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+VERL_VENV := .venv-verl
+VERL_LOCK := services/verl/requirements-cpu.lock
 UV_VERSION := 0.13.9
 # torch==2.13.0+cpu: from the local wheel cache where this machine has one, else PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
@@ -18,7 +23,7 @@ PYTEST_ARGS ?=
 # Any of these (or $CHROMIUM) lets tests/test_web_ui.py drive a headless browser; they skip themselves without one.
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
-.PHONY: test lint browser lock bench venv clean test-stack
+.PHONY: test lint browser lock bench venv venv-verl clean test-stack
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +36,18 @@ $(VENV)/.synced: requirements/test.lock pyproject.toml | $(BIN)/uv
 
 venv: $(VENV)/.synced
 
+# One environment per image: the verl image's packages (TRL 0.27, TransferQueue) differ from the notebook's.
+$(VERL_VENV)/.synced: $(VERL_LOCK) | $(BIN)/uv
+	[ -x $(VERL_VENV)/bin/python ] || $(PYTHON) -m venv $(VERL_VENV)
+	$(BIN)/uv pip sync --python $(VERL_VENV)/bin/python $(TORCH_SOURCE) $(VERL_LOCK)
+	touch $@
+
+venv-verl: $(VERL_VENV)/.synced
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	find . -name '*.sh' -not -path './.venv/*' -not -path './models/*' -print0 | xargs -0 $(BIN)/shellcheck .ci/run
+	find . -name '*.sh' -not -path './.venv/*' -not -path './.venv-verl/*' -not -path './models/*' -print0 | xargs -0 $(BIN)/shellcheck .ci/run
 
 # Chromium for the browser tests: when none is on PATH, install Debian's package if we are root with apt-get
 # (about a minute); otherwise, or if that fails, say so and go on (those tests then skip, with the reason).
@@ -50,7 +63,7 @@ browser:
 			"tests/test_web_ui.py will skip. Install chromium or set CHROMIUM=/path/to/chrome"; \
 	fi
 
-test: lint browser
+test: lint browser venv-verl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # DOCKER_HOST comes from scripts/engine/podman.sh (empty: the engine `docker` already talks to).
@@ -71,4 +84,4 @@ bench: venv
 	$(BIN)/python scripts/bench_sft_packing.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache

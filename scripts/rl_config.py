@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "verl_configs"
 REWARD_FILE = REPO_ROOT / "rewards" / "gsm8k.py"
+CPU_FILE = CONFIG_DIR / "cpu.yaml"
 
 # Keys verl reads as free-form mappings: `+parent.new_key=...` below these is legitimate.
 FREEFORM_PARENTS = {
@@ -183,6 +184,17 @@ def normalize_overrides(config_name: str, launcher: list[str], user: list[str]) 
         hint = _suggest(base, ".".join(parts[: depth + 1]))
         raise ConfigError(key, f"{what}{hint}: verl would never read '+{key}' (use '++' to force it)")
     return out
+
+
+def cpu_overrides(path: Path = CPU_FILE) -> list[str]:
+    """verl_configs/cpu.yaml as `++key=value` overrides (N_GPUS=0), in the file's order."""
+    import json
+
+    def value(v: Any) -> str:
+        return json.dumps(v) if isinstance(v, str | bool) or v is None else str(v)
+
+    leaves = _leaves(OmegaConf.load(path), "")
+    return [f"++{key[1:]}={value(v)}" for key, v in leaves]
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:

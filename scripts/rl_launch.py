@@ -1,7 +1,7 @@
 """The one launcher behind scripts/run_ppo.sh and scripts/run_grpo.sh: verl PPO/GRPO on GSM8K.
 
     bash scripts/run_ppo.sh [--dry-run] [hydra overrides...]      # what users run (env knobs: _launch_rl.sh)
-    python scripts/rl_launch.py --algo grpo --n-gpus 1 --dry-run  # the same with explicit flags
+    python -m scripts.rl_launch --algo grpo --n-gpus 1 --dry-run  # the same with flags (from the repo root)
 
 Every launch, dry or real, builds one override list (`build`) and composes
 verl_configs/<algo>_gsm8k.yaml with it, then checks it three ways (scripts/rl_config.py): Hydra's
@@ -33,31 +33,28 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python scripts/rl_launch.py` from any working directory
-    sys.path.insert(0, str(REPO_ROOT))
+from omegaconf import DictConfig, OmegaConf
 
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from scripts.rl_config import (  # noqa: E402
+from scripts.rl_config import (
     CONFIG_DIR,
     REWARD_FILE,
     ConfigError,
     Problem,
     check_config,
     compose_config,
+    cpu_overrides,
     normalize_overrides,
     uses_critic,
     uses_ref,
     verl_validate,
 )
-from scripts.rl_preflight import (  # noqa: E402
-    CPUS_PER_GPU,
+from scripts.rl_preflight import (
     DATA_FILES,
     RUN_ID_FILE,
     LaunchError,
@@ -66,22 +63,29 @@ from scripts.rl_preflight import (  # noqa: E402
     check_mlflow,
     check_ray,
     check_shm,
+    check_world_size,
     checkpoint_bytes,
     data_status,
     ensure_mlflow_run,
     ensure_model,
+    free_gpu_memory,
+    latest_step,
     prepare_data,
+    prune_checkpoints,
+    ray_cpu_budget,
     read_run_id,
     write_atomic,
 )
 
 logger = logging.getLogger(__name__)
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAMES = {"ppo": "ppo_gsm8k", "grpo": "grpo_gsm8k"}
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 SFT_MANIFEST = REPO_ROOT / "models" / "sft" / "latest.json"
 LAUNCH_CONFIG = "launch_config.yaml"
 DRY_RUN_CONFIG = "dry_run_config.yaml"
+CPU_PLUGIN = "scripts.rl_cpu"  # the module verl imports on CPU (VERL_USE_EXTERNAL_MODULES)
 
 
 @dataclass
@@ -105,6 +109,16 @@ class Settings:
     @property
     def config_name(self) -> str:
         return CONFIG_NAMES[self.algo]
+
+    @property
+    def cpu(self) -> bool:
+        """N_GPUS=0: verl on CPU (verl_configs/cpu.yaml, scripts/rl_cpu.py) with one declared GPU slot."""
+        return self.n_gpus == 0
+
+    @property
+    def slots(self) -> int:
+        """trainer.n_gpus_per_node: the GPUs, or on CPU the one slot verl's placement groups ask for."""
+        return max(self.n_gpus, 1)
 
 
 def choose_model(model_path: str, manifest: Path = SFT_MANIFEST) -> tuple[str, str, dict[str, Any]]:
@@ -157,7 +171,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", experiment):
         raise LaunchError(f"EXPERIMENT={experiment!r}: use letters, digits, '.', '_' and '-' only")
     checkpoint_dir = Path(args.checkpoint_dir or REPO_ROOT / "models" / "rl" / experiment).expanduser().resolve()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return Settings(
         algo=args.algo,
         model=model,
@@ -169,12 +182,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         checkpoint_dir=checkpoint_dir,
         mlflow_uri=args.mlflow_uri,
         ray_address=find_ray_address(),
-        # Logical CPUs for a Ray that main_ppo starts itself: enough for every GPU bundle even in a
-        # small container (Ray schedules by these counts, it does not pin cores).
-        ray_num_cpus=args.ray_num_cpus or max(cpus, CPUS_PER_GPU * args.n_gpus + 2),
+        ray_num_cpus=args.ray_num_cpus,  # 0: chosen in build() from the composed config
         sft_run_id=manifest.get("mlflow_run_id"),
         run_id=read_run_id(checkpoint_dir),
     )
+
+
+def has_credentials(uri: str) -> bool:
+    """True for http://user:password@host URIs."""
+    return "@" in uri.partition("://")[2].split("/")[0]
 
 
 def hydra_str(value: str) -> str:
@@ -189,7 +205,7 @@ def launcher_overrides(s: Settings) -> list[str]:
         f"actor_rollout_ref.model.path={hydra_str(s.model)}",
         f"data.train_files={hydra_str(str(s.data_dir / DATA_FILES[0]))}",
         f"data.val_files={hydra_str(str(s.data_dir / DATA_FILES[1]))}",
-        f"trainer.n_gpus_per_node={s.n_gpus}",
+        f"trainer.n_gpus_per_node={s.slots}",
         f"trainer.nnodes={s.nnodes}",
         f"trainer.experiment_name={hydra_str(s.experiment)}",
         f"trainer.default_local_dir={hydra_str(str(s.checkpoint_dir))}",
@@ -198,14 +214,34 @@ def launcher_overrides(s: Settings) -> list[str]:
     # verl's MLflow tracker runs inside the TaskRunner Ray actor. Actors of a cluster started with
     # `ray start` get that process's environment, not this shell's; the job's runtime_env reaches
     # every actor on every node. (The compose file also sets the URI for `ray start`: belt and braces.)
-    if "@" not in s.mlflow_uri.partition("://")[2].split("/")[0]:  # credentials never go into the config
+    if not has_credentials(s.mlflow_uri):  # credentials never go into the config (MLflow logs it as params)
         overrides.append(f"{env_vars}.MLFLOW_TRACKING_URI={hydra_str(s.mlflow_uri)}")
+    elif s.ray_address is not None:
+        raise LaunchError(
+            f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({s.ray_address}): its actors get "
+            "the URI only through the job config, which must not hold secrets, so verl would train untracked. "
+            "Use a URI without user:password@ and set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD where "
+            "`ray start` runs, or `ray stop` so main_ppo starts a local Ray (it inherits the URI from this process)"
+        )
     if s.run_id:
         overrides.append(f"{env_vars}.MLFLOW_RUN_ID={hydra_str(s.run_id)}")
-    if s.ray_address is None:
-        # main_ppo will start a local Ray; num_cpus must not be passed when joining a running cluster.
+    if s.cpu and s.ray_address is not None:
+        raise LaunchError(
+            f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU platform), but a Ray "
+            f"cluster runs at {s.ray_address}: `ray stop` it (or unset RAY_ADDRESS), or set N_GPUS to its GPUs"
+        )
+    if s.cpu:
+        overrides += cpu_overrides()  # verl_configs/cpu.yaml
+    if s.ray_address is None and s.ray_num_cpus:
+        # RAY_NUM_CPUS for the local Ray main_ppo starts (never passed when joining a running cluster).
         overrides.append(f"ray_kwargs.ray_init.num_cpus={s.ray_num_cpus}")
     return overrides
+
+
+def local_ray_cpus(cfg: DictConfig) -> int:
+    """Logical CPUs for a Ray main_ppo starts itself: this machine's, at least verl's budget (Ray does not pin)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(cpus, ray_cpu_budget(cfg))
 
 
 def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Problem]]:
@@ -213,13 +249,17 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Pro
     launcher = launcher_overrides(s)
     overrides = [*launcher, *normalize_overrides(s.config_name, launcher, user)]
     cfg = compose_config(s.config_name, overrides)
+    if s.ray_address is None and OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus") is None:
+        cpus = local_ray_cpus(cfg)  # the same as composing with this override
+        overrides.append(f"ray_kwargs.ray_init.num_cpus={cpus}")
+        OmegaConf.update(cfg, "ray_kwargs.ray_init.num_cpus", cpus)
     problems = check_config(cfg)
     # The environment owns these (the preflight, run-id file and summary use them): one place each.
     owned = {
         "actor_rollout_ref.model.path": (s.model, "MODEL_PATH"),
         "data.train_files": (str(s.data_dir / DATA_FILES[0]), "DATA_DIR"),
         "data.val_files": (str(s.data_dir / DATA_FILES[1]), "DATA_DIR"),
-        "trainer.n_gpus_per_node": (s.n_gpus, "N_GPUS"),
+        "trainer.n_gpus_per_node": (s.slots, "N_GPUS"),
         "trainer.nnodes": (s.nnodes, "NNODES"),
         "trainer.experiment_name": (s.experiment, "EXPERIMENT"),
         "trainer.default_local_dir": (str(s.checkpoint_dir), "CHECKPOINT_DIR"),
@@ -228,14 +268,6 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Pro
         if OmegaConf.select(cfg, key) != value:
             problems.append(Problem(key, f"set it with the {env} environment variable, not a Hydra override"))
     return overrides, cfg, problems
-
-
-def latest_step(checkpoint_dir: Path) -> int | None:
-    """The step verl resumes from (latest_checkpointed_iteration.txt), or None for a fresh start."""
-    try:
-        return int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):
-        return None
 
 
 def flat(cfg: DictConfig) -> dict[str, Any]:
@@ -260,7 +292,9 @@ def data_line(s: Settings, cfg: DictConfig) -> str:
     batch, epochs = cfg.data.train_batch_size, cfg.trainer.total_epochs
     steps = rows[DATA_FILES[0]] // batch
     warn = f" (!) fewer train rows than data.train_batch_size={batch}" if not steps else ""
-    return f"{s.data_dir}: {desc} -> {steps} steps/epoch x {epochs} epochs = {steps * epochs} steps{warn}"
+    total = cfg.trainer.total_training_steps
+    cap = f", capped at trainer.total_training_steps={total}" if total else ""
+    return f"{s.data_dir}: {desc} -> {steps} steps/epoch x {epochs} epochs = {steps * epochs} steps{cap}{warn}"
 
 
 def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[str, Path]) -> str:
@@ -269,7 +303,7 @@ def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[
     def g(key: str) -> Any:
         return OmegaConf.select(cfg, key)
 
-    ar, gpus, critic = "actor_rollout_ref", s.n_gpus * s.nnodes, uses_critic(cfg)
+    ar, gpus, critic = "actor_rollout_ref", s.slots * s.nnodes, uses_critic(cfg)
     n, batch, mini = g(f"{ar}.rollout.n"), g("data.train_batch_size"), g(f"{ar}.actor.ppo_mini_batch_size")
     tp = g(f"{ar}.rollout.tensor_model_parallel_size")
     if g("algorithm.use_kl_in_reward"):
@@ -291,7 +325,8 @@ def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[
         ("model", f"{s.model}  ({s.model_reason})"),
         ("algorithm", f"{s.algo}: adv_estimator={g('algorithm.adv_estimator')}, critic {'on' if critic else 'off'}, "
                       f"ref {'on' if uses_ref(cfg) else 'off'} ({kl}), actor {g(f'{ar}.actor.strategy')}"),
-        ("GPUs", f"{s.nnodes} node(s) x {s.n_gpus} = {gpus}; rollout {g(f'{ar}.rollout.name')} TP {tp} -> "
+        ("GPUs", ("none: CPU (verl_configs/cpu.yaml, scripts/rl_cpu.py), 1 slot" if s.cpu else
+                  f"{s.nnodes} node(s) x {s.n_gpus} = {gpus}") + f"; rollout {g(f'{ar}.rollout.name')} TP {tp} -> "
                  f"{gpus // tp} replica(s)"),
         ("batch", f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} prompts "
                   f"({batch // mini} updates/step); {tokens}"),
@@ -301,7 +336,8 @@ def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[
         ("checkpoints", f"{g('trainer.default_local_dir')} every {g('trainer.save_freq')} steps (keep "
                         f"{g('trainer.max_actor_ckpt_to_keep')}); HF weights in global_step_N/actor/huggingface"),
         ("resume", f"from global_step_{step}" if step else "fresh start"),
-        ("ray", f"cluster at {s.ray_address}" if s.ray_address else f"local start, num_cpus={s.ray_num_cpus}"),
+        ("ray", f"cluster at {s.ray_address}" if s.ray_address else
+                f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {ray_cpu_budget(cfg)})"),
         written,
     ]  # fmt: skip
     return "\n".join(f"  {key:<12}{value}" for key, value in rows)
@@ -350,12 +386,18 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
 
     if not data_status(s.data_dir)[0]:
         prepare_data(s.data_dir)
+    print(f"preflight: checkpoints {check_world_size(s.checkpoint_dir, s.slots * s.nnodes)}", flush=True)
+    keep = cfg.trainer.max_actor_ckpt_to_keep or 0
+    for gone in prune_checkpoints(s.checkpoint_dir, keep) if keep else []:
+        print(f"preflight: removed {gone} (trainer.max_actor_ckpt_to_keep={keep}; verl prunes only its own)")
     if not args.skip_preflight:
-        print(f"preflight: GPUs {check_gpus(s.n_gpus)}; /dev/shm {check_shm()}", flush=True)
-        print(f"preflight: Ray {check_ray(s.ray_address, s.n_gpus, s.nnodes, s.ray_num_cpus)}", flush=True)
-        keep = (cfg.trainer.max_actor_ckpt_to_keep or 2) + 1  # a new checkpoint lands before the oldest goes
+        if not s.cpu:
+            print(f"preflight: GPUs {check_gpus(s.n_gpus)}; /dev/shm {check_shm()}", flush=True)
+            print(f"preflight: GPU memory {free_gpu_memory(cfg)}", flush=True)
+        print(f"preflight: Ray {check_ray(s.ray_address, s.slots, s.nnodes, cfg)}", flush=True)
+        # verl deletes its oldest before it saves the next: at most `keep` new ones (the kept old ones are on disk)
         hf = "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents
-        need = keep * checkpoint_bytes(ensure_model(s.model), hf_weights=hf, critic=uses_critic(cfg))
+        need = max(keep, 1) * checkpoint_bytes(ensure_model(s.model), hf_weights=hf, critic=uses_critic(cfg))
         print(f"preflight: disk {check_disk(s.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:
@@ -373,10 +415,19 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
     print(summary(s, cfg, facts, ("config", saved)))
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={CONFIG_DIR}"]
     cmd += [f"--config-name={s.config_name}", *overrides]
-    print("exec: " + " ".join(cmd), flush=True)
     env = dict(os.environ, MLFLOW_TRACKING_URI=s.mlflow_uri)
     if s.run_id:
         env["MLFLOW_RUN_ID"] = s.run_id  # for a Ray instance main_ppo starts itself (it inherits this env)
+    if s.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
+        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
+    if s.cpu:  # verl imports scripts/rl_cpu.py in every process (Ray workers inherit this env)
+        modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m and m != CPU_PLUGIN]
+        env.update(VERL_PLATFORM="cpu", VERL_USE_EXTERNAL_MODULES=",".join([*modules, CPU_PLUGIN]))
+    # Ray puts the driver's cwd first on every worker's sys.path: not scripts/ (our names would shadow
+    # packages), the checkpoint dir, which holds no Python.
+    os.chdir(s.checkpoint_dir)
+    print(f"exec (in {s.checkpoint_dir}): " + " ".join(cmd), flush=True)
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
@@ -385,22 +436,29 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other arguments: Hydra overrides.")
     parser.add_argument("--algo", choices=sorted(CONFIG_NAMES), required=True)
     parser.add_argument("--dry-run", action="store_true", help="compose + validate, print, write YAML; no launch")
-    parser.add_argument("--model", default="", help="MODEL_PATH: model dir or hub id (default: SFT manifest)")
-    parser.add_argument("--n-gpus", type=int, default=4, help="N_GPUS: GPUs per node")
-    parser.add_argument("--nnodes", type=int, default=1, help="NNODES: Ray nodes (>1 needs a joined cluster)")
-    parser.add_argument("--data-dir", default="", help="DATA_DIR (default: data/gsm8k)")
-    parser.add_argument("--experiment", default="", help="EXPERIMENT: MLflow run name and checkpoint folder")
-    parser.add_argument("--checkpoint-dir", default="", help="CHECKPOINT_DIR (default: models/rl/<experiment>)")
-    parser.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"))
-    parser.add_argument("--ray-num-cpus", type=int, default=0, help="RAY_NUM_CPUS for a Ray main_ppo starts")
+    # The environment knobs (scripts/_launch_rl.sh lists them) are read here, once, as the flags' defaults.
+    env = {k: v for k, v in os.environ.items() if v}
+    for name in ("N_GPUS", "NNODES", "RAY_NUM_CPUS"):
+        if not env.get(name, "0").isdigit():
+            parser.error(f"{name}={env[name]!r} in the environment: use a whole number (N_GPUS=0: CPU)")
+    parser.add_argument("--model", default=env.get("MODEL_PATH", ""), help="MODEL_PATH (default: SFT manifest)")
+    parser.add_argument("--n-gpus", type=int, default=env.get("N_GPUS", "4"), help="N_GPUS per node (0: CPU)")
+    parser.add_argument("--nnodes", type=int, default=env.get("NNODES", "1"), help="NNODES (>1: a joined cluster)")
+    parser.add_argument("--data-dir", default=env.get("DATA_DIR", ""), help="DATA_DIR (default: data/gsm8k)")
+    parser.add_argument("--experiment", default=env.get("EXPERIMENT", ""), help="EXPERIMENT: MLflow run + folder")
+    parser.add_argument("--checkpoint-dir", default=env.get("CHECKPOINT_DIR", ""), help="CHECKPOINT_DIR")
+    parser.add_argument("--mlflow-uri", default=env.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"))
+    parser.add_argument("--ray-num-cpus", type=int, default=env.get("RAY_NUM_CPUS", "0"), help="RAY_NUM_CPUS")
     parser.add_argument("--output", default="", help="dry run: where to write the resolved YAML")
     parser.add_argument("--skip-preflight", action="store_true", help="skip the GPU/shm/Ray/disk checks")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
     if unknown:
         parser.error(f"unknown option(s) {' '.join(unknown)}; Hydra overrides look like key=value")
-    if args.n_gpus < 1 or args.nnodes < 1:
-        parser.error("N_GPUS and NNODES must be >= 1")
+    if args.n_gpus < 0 or args.nnodes < 1:
+        parser.error("N_GPUS must be >= 0 (0: CPU) and NNODES >= 1")
+    if args.n_gpus == 0 and args.nnodes != 1:
+        parser.error(f"N_GPUS=0 (CPU) runs on one node: NNODES={args.nnodes} is not supported")
     return args, overrides
 
 

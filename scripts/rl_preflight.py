@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,77 @@ def check_gpus(n_gpus: int) -> str:
     return f"{len(gpus)} x {gpus[0]}"
 
 
+def free_gpu_memory(cfg) -> str:
+    """vLLM refuses to start unless each GPU has gpu_memory_utilization x its memory free: name who holds it."""
+    ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
+    n = int(cfg.trainer.n_gpus_per_node)
+
+    def smi(*query: str) -> list[list[str]]:
+        out = subprocess.run(["nvidia-smi", *query, "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+        return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+
+    if shutil.which("nvidia-smi") is None:
+        return "not checked (no nvidia-smi)"
+    gpus = smi("--query-gpu=index,uuid,memory.total,memory.free")[:n]
+    apps = smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
+    for index, uuid, total, free in gpus:
+        need = ratio * float(total)
+        if float(free) < need:
+            users = [f"pid {pid} {name} ({used} MiB)" for gpu, pid, name, used in apps if gpu == uuid]
+            raise LaunchError(
+                f"GPU {index} has {float(free):.0f} of {float(total):.0f} MiB free; vLLM needs "
+                f"actor_rollout_ref.rollout.gpu_memory_utilization={ratio} x {float(total):.0f} = {need:.0f} MiB "
+                f"free. Held by: {'; '.join(users) or 'a process nvidia-smi cannot see (another container?)'}. "
+                "Stop it (a notebook kernel left running is the usual one: Kernel > Shut Down) or lower "
+                "gpu_memory_utilization"
+            )
+    return f"{len(gpus)} GPU(s) with >= {ratio:.0%} free"
+
+
+def latest_step(checkpoint_dir: Path) -> int | None:
+    """The step verl resumes from (latest_checkpointed_iteration.txt), or None for a fresh start."""
+    try:
+        return int((checkpoint_dir / "latest_checkpointed_iteration.txt").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_world_size(checkpoint_dir: Path, world_size: int) -> str:
+    """FSDP shards are named by world size: resuming with other N_GPUS x NNODES crashes minutes in."""
+    step = latest_step(checkpoint_dir)
+    if step is None:
+        return "none to resume"
+    actor = checkpoint_dir / f"global_step_{step}" / "actor"
+    sizes = {int(m.group(1)) for f in actor.glob("model_world_size_*_rank_*.pt")
+             if (m := re.match(r"model_world_size_(\d+)_rank_", f.name))}  # fmt: skip
+    if sizes and world_size not in sizes:
+        saved = min(sizes)
+        raise LaunchError(
+            f"{actor} was saved by {saved} processes (model_world_size_{saved}_rank_*.pt) and this launch runs "
+            f"{world_size} (N_GPUS x NNODES): FSDP cannot load those shards. Rerun with N_GPUS x NNODES = {saved}, "
+            f"or start fresh from its weights: MODEL_PATH={actor / 'huggingface'} with a new EXPERIMENT"
+        )
+    return f"resume global_step_{step} (world size {world_size})"
+
+
+def prune_checkpoints(checkpoint_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` global_step_N dirs (never the one verl resumes from); returns what went.
+
+    verl prunes only what its own process saved, and leaves global_step_N/data.pt behind when it does,
+    so checkpoints of earlier launches would pile up.
+    """
+    latest = latest_step(checkpoint_dir)
+    steps = sorted((int(p.name.rpartition("_")[2]), p) for p in checkpoint_dir.glob("global_step_*")
+                   if p.is_dir() and p.name.rpartition("_")[2].isdigit())  # fmt: skip
+    whole = [(n, p) for n, p in steps if (p / "actor").is_dir()]
+    kept = {n for n, _ in whole[-max(keep, 1) :]} | {latest}
+    gone = [p for n, p in steps if n not in kept]
+    for path in gone:
+        shutil.rmtree(path)
+    return gone
+
+
 def check_shm(min_gib: float = SHM_MIN_GIB) -> str:
     st = os.statvfs("/dev/shm")
     gib = st.f_blocks * st.f_frsize / 2**30
@@ -140,8 +212,29 @@ def check_shm(min_gib: float = SHM_MIN_GIB) -> str:
     return f"{gib:.0f} GiB"
 
 
-def check_ray(address: str | None, n_gpus: int, nnodes: int, local_cpus: int) -> str:
-    """A running cluster needs `nnodes` nodes with `n_gpus` GPUs and the CPUs verl reserves for them."""
+def ray_cpu_budget(cfg) -> int:
+    """CPUs verl 0.9.1 holds for the whole run: 3 per GPU bundle, TransferQueue's storage units, the TaskRunner.
+
+    The default (v1) trainer starts TransferQueue's controller and storage units first, one CPU each,
+    and then waits, with no timeout, for its {"CPU": 3, "GPU": 1} bundles. The controller shares the
+    TaskRunner's slot in practice; the "+1" is that slot.
+    """
+    from omegaconf import OmegaConf
+
+    gpus = int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes)
+    units = OmegaConf.select(cfg, "transfer_queue.backend.SimpleStorage.num_data_storage_units", default=0)
+    units = int(units or 0) if OmegaConf.select(cfg, "trainer.use_v1", default=True) else 0
+    return CPUS_PER_GPU * gpus + units + 1
+
+
+def _budget_text(cfg) -> str:
+    units = cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units
+    gpus = int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes)
+    return f"{CPUS_PER_GPU} x {gpus} GPU bundle(s) + {units} TransferQueue storage units + 1 = {ray_cpu_budget(cfg)}"
+
+
+def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
+    """Enough GPUs and CPUs for verl's budget (`ray_cpu_budget`), in a running cluster or the local Ray."""
     if address is None:
         if nnodes > 1:
             raise LaunchError(
@@ -149,7 +242,14 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, local_cpus: int) ->
                 "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
                 "(RAY_ADDRESS unset, no `ray start` on this node)"
             )
-        return f"none running: main_ppo starts a local Ray with num_cpus={local_cpus}"
+        local, need = cfg.ray_kwargs.ray_init.num_cpus, ray_cpu_budget(cfg)
+        if local is not None and int(local) < need:
+            raise LaunchError(
+                f"ray_kwargs.ray_init.num_cpus={local} but verl holds {_budget_text(cfg)} CPUs for the whole "
+                f"run and waits forever (0% GPU, no error) with fewer: set RAY_NUM_CPUS >= {need} or drop the "
+                "override (logical CPUs: Ray does not pin cores)"
+            )
+        return f"none running: main_ppo starts a local Ray with num_cpus={local} (verl needs {need})"
     import ray
 
     try:
@@ -163,7 +263,7 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, local_cpus: int) ->
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    need_cpus = CPUS_PER_GPU * n_gpus + 2
+    need, need_cpus = ray_cpu_budget(cfg), CPUS_PER_GPU * n_gpus
     usable = [n for n in nodes if n["Resources"].get("GPU", 0) >= n_gpus]
     if len(usable) < nnodes:
         have = ", ".join(f"{n['NodeManagerAddress']} {n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
@@ -178,6 +278,13 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, local_cpus: int) ->
             f"Ray node {node['NodeManagerAddress']} offers {node['Resources'].get('CPU', 0):g} CPUs; verl reserves "
             f"{CPUS_PER_GPU} per GPU, so {n_gpus} GPUs need >= {need_cpus} or the job waits forever at 0% GPU: "
             f"restart Ray with `--num-cpus={need_cpus}` or more (logical CPUs: Ray does not pin cores)"
+        )
+    cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+    if cpus < need:
+        raise LaunchError(
+            f"the Ray cluster at {address} offers {cpus:g} CPUs; verl holds {_budget_text(cfg)} for the whole run "
+            f"and waits forever (0% GPU, no error) with fewer: restart the head with `ray start --num-cpus=N` so "
+            f"the nodes add up to >= {need} (logical CPUs: Ray does not pin cores)"
         )
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
     return f"cluster at {address}: {len(nodes)} node(s), {gpus:g} GPUs"

@@ -81,7 +81,8 @@ def test_dry_run_validates_the_exact_config(algo, n_gpus, tiny_model_dir, gsm8k_
     assert resolved["custom_reward_function"] == {"path": None, "name": None}  # legacy key stays unused
     env_vars = resolved["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]
     assert env_vars["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"  # reaches verl's TaskRunner actor
-    assert resolved["ray_kwargs"]["ray_init"]["num_cpus"] >= 3 * n_gpus  # no cluster: main_ppo starts Ray
+    # No cluster: main_ppo starts Ray with verl's budget, 3 per GPU bundle + 8 TransferQueue storage units + 1.
+    assert resolved["ray_kwargs"]["ray_init"]["num_cpus"] >= 3 * n_gpus + 8 + 1
     assert ar["actor"]["checkpoint"]["save_contents"] == ["model", "optimizer", "extra", "hf_model"]
 
     # verl's published Qwen2.5-0.5B-Instruct GSM8K baseline (PPO 56.7): batch 256, mini 64, lr 1e-6 / 1e-5.

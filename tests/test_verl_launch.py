@@ -76,6 +76,19 @@ def test_no_manifest_means_the_base_model_from_env(tmp_path, monkeypatch):
     assert model == "Qwen/Qwen2.5-1.5B-Instruct" and "BASE_MODEL" in why
 
 
+def test_environment_knobs_are_the_launchers_defaults(monkeypatch, capsys):
+    monkeypatch.setenv("N_GPUS", "0")
+    monkeypatch.setenv("MODEL_PATH", "/models/tiny")
+    monkeypatch.setenv("RAY_NUM_CPUS", "")  # empty counts as unset, as `${RAY_NUM_CPUS:-}` did
+    args, rest = rl_launch.parse_args(["--algo", "ppo", "trainer.total_epochs=1"])
+    assert (args.n_gpus, args.model, args.ray_num_cpus, args.nnodes, rest) == (0, "/models/tiny", 0, 1, rest)
+    assert rl_launch.parse_args(["--algo", "ppo", "--n-gpus", "2"])[0].n_gpus == 2  # a flag still wins
+    monkeypatch.setenv("N_GPUS", "four")
+    with pytest.raises(SystemExit):
+        rl_launch.parse_args(["--algo", "ppo"])
+    assert "N_GPUS='four' in the environment" in capsys.readouterr().err
+
+
 def test_broken_manifest_is_an_error_not_a_silent_fallback(tmp_path):
     manifest = tmp_path / "latest.json"
     manifest.write_text("{not json")
@@ -104,7 +117,7 @@ def test_preflight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*set N_GPUS=1"):
         rl_preflight.check_gpus(4)
     with pytest.raises(LaunchError, match=r"NNODES=2 needs a running Ray cluster"):
-        rl_preflight.check_ray(None, 4, 2, 16)
+        rl_preflight.check_ray(None, 4, 2, cfg=None)
     with pytest.raises(LaunchError, match=r"checkpoints need ~.* GiB free: free space, set CHECKPOINT_DIR"):
         rl_preflight.check_disk(tmp_path / "a" / "b", need=2**60)
 
@@ -140,10 +153,12 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
         raise Exec(cmd, env)
 
     monkeypatch.setattr(os, "execvpe", fake_exec)
+    monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
     argv = ["--algo", "ppo", "--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--experiment", "ppo-tiny"]
     argv += ["--checkpoint-dir", str(ckpt), "--mlflow-uri", uri, "--skip-preflight", *overrides]
     with pytest.raises(Exec) as caught:
         rl_launch.launch(*rl_launch.parse_args(argv))
+    Path(caught.value.env.pop("RAY_TMPDIR")).rmdir()  # the local Ray's own temp dir: made, empty, unused here
     return caught.value
 
 

@@ -1,0 +1,186 @@
+"""verl's real trainer on CPU (`N_GPUS=0`): PPO and GRPO steps, checkpoints, resume into the same MLflow run.
+
+Runs the user's command, `N_GPUS=0 ... bash scripts/run_ppo.sh`, with the verl image's CPU environment
+(.venv-verl, `make venv-verl`), the tiny offline model, the prepared fixture data and a real MLflow
+server, from the same verl_configs/*_gsm8k.yaml as a GPU run plus size overrides (verl_configs/cpu.yaml
+is added by the launcher). Three launches in all, because each costs a Ray start-up:
+
+- PPO (critic on) for 2 steps, killed as soon as the step-1 checkpoint lands; the same command again
+  resumes at step 1 and finishes step 2 in the same MLflow run. Then scripts/evaluate.py (HF backend)
+  on the step-2 checkpoint and scripts/report.py.
+- GRPO (KL loss, no critic) for 2 steps in one launch.
+
+`pytest -rP tests/test_verl_cpu_train.py` prints the measured launch and step times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts.rl_preflight import latest_step
+
+REPO = Path(__file__).resolve().parent.parent
+VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"
+# A GPU run's configs, shrunk: 2 prompts x 2 answers of <= 16 tokens per step, a checkpoint every step,
+# validation once (before training), 2 steps.
+SIZE = [
+    "data.train_batch_size=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "critic.ppo_mini_batch_size=2",
+    "actor_rollout_ref.rollout.n=2",
+    "data.max_response_length=16",
+    "trainer.total_training_steps=2",
+    "trainer.save_freq=1",
+    "trainer.test_freq=-1",
+]
+LAUNCH_TIMEOUT = 900
+STEP_S = "timing_s/step"  # verl's wall time per training step (rollout, reward, update, checkpoint)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+
+@pytest.fixture(scope="module")
+def verl_python() -> Path:
+    if not VERL_PYTHON.is_file():
+        pytest.fail(f"{VERL_PYTHON} is missing: `make venv-verl` builds the CPU verl environment (make test does)")
+    return VERL_PYTHON
+
+
+def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, python: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "VERL_"))}
+    env.update(N_GPUS="0", MODEL_PATH=str(model), DATA_DIR=str(data), CHECKPOINT_DIR=str(ckpt), PYTHON=str(python),
+               EXPERIMENT=f"{algo}-cpu-test", MLFLOW_TRACKING_URI=uri, HF_HUB_OFFLINE="1")  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *SIZE], env=env, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+@pytest.fixture
+def ray_logs(tmp_path):
+    """Removes the Ray temp dirs the launches made (each prints `ray logs: /tmp/ray-*/ray/...`) after the test."""
+    yield
+    for log in tmp_path.glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("ray logs: /tmp/ray-"):
+                shutil.rmtree(line.split()[2].split("/ray/")[0], ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C to the whole run (driver, local Ray), then whatever is left of its process group."""
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for(proc: subprocess.Popen, log: Path, done, timeout: float = LAUNCH_TIMEOUT) -> float:
+    """Seconds until `done()` holds; fails with the log's tail if the run exits first or time runs out."""
+    t0 = time.monotonic()
+    while not done():
+        if proc.poll() is not None and not done():
+            pytest.fail(f"the run exited with {proc.returncode}:\n{log.read_text(errors='replace')[-6000:]}")
+        if time.monotonic() - t0 > timeout:
+            stop(proc)
+            pytest.fail(f"no progress in {timeout:.0f} s:\n{log.read_text(errors='replace')[-6000:]}")
+        time.sleep(2)
+    return time.monotonic() - t0
+
+
+def note(what: str, value) -> None:
+    """A measurement for the log (`pytest -rP` shows it): launch and step times on this machine."""
+    print(f"measured: {what} = {value}")
+
+
+def step(ckpt: Path) -> int:
+    return latest_step(ckpt) or 0
+
+
+def loadable(hf_dir: Path) -> bool:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(hf_dir).num_parameters() > 0
+
+
+def the_run(uri: str, ckpt: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run((ckpt / "mlflow_run_id").read_text().strip())
+    assert client.get_experiment(run.info.experiment_id).name == "gsm8k-rl"
+    return client, run
+
+
+def steps_of(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
+    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs
+):
+    ckpt, log = tmp_path / "ppo", tmp_path / "ppo.log"
+    first = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
+    took = wait_for(first, log, lambda: step(ckpt) >= 1)
+    stop(first)  # killed mid-run, after its step-1 checkpoint
+    note("ppo_first_launch_to_step1_s", round(took))
+    assert step(ckpt) == 1 and (ckpt / "global_step_1" / "critic").is_dir()
+
+    second = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
+    took = wait_for(second, log, lambda: second.poll() is not None)
+    note("ppo_resume_launch_s", round(took))
+    text = log.read_text(errors="replace")
+    assert second.returncode == 0, text[-6000:]
+    assert "resume      from global_step_1" in text  # the launcher's summary, then verl's own resume
+    assert step(ckpt) == 2
+    for n in (1, 2):
+        assert loadable(ckpt / f"global_step_{n}" / "actor" / "huggingface")
+
+    client, run = the_run(mlflow_uri, ckpt)
+    assert len(client.search_runs([run.info.experiment_id], f"tags.mlflow.runName = '{run.info.run_name}'")) == 1
+    assert steps_of(client, run.info.run_id, "critic/vf_loss") == [1, 2]  # both launches, one run
+    assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
+    note("ppo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    # rewards/gsm8k.py's dict (score, acc, pred): verl's built-in scorer has no `acc`
+    assert any("acc" in key for key in run.data.metrics if key.startswith("val-core/openai/gsm8k"))
+
+    # The result goes through the evaluation and the report like any checkpoint.
+    results = []
+    for name, model in (("base", tiny_model_dir), ("ppo", ckpt / "global_step_2" / "actor" / "huggingface")):
+        out = tmp_path / f"{name}.json"
+        subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--model", str(model), "--data",
+                        str(gsm8k_data_dir / "test.parquet"), "--backend", "hf", "--limit", "4",
+                        "--max-new-tokens", "16", "--output", str(out)], check=True, timeout=600)  # fmt: skip
+        results.append(out)
+    assert json.loads(results[1].read_text())["n"] == 4
+    report = tmp_path / "report"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), *map(str, results), "--labels", "base,ppo",
+                    "--output-dir", str(report), "--resamples", "200"], check=True, timeout=600)  # fmt: skip
+    assert list(report.iterdir())
+
+
+def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs):
+    ckpt, log = tmp_path / "grpo", tmp_path / "grpo.log"
+    proc = launch("grpo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
+    took = wait_for(proc, log, lambda: proc.poll() is not None)
+    note("grpo_launch_s", round(took))
+    assert proc.returncode == 0, log.read_text(errors="replace")[-6000:]
+    assert step(ckpt) == 2 and not (ckpt / "global_step_2" / "critic").exists()
+    for n in (1, 2):
+        assert loadable(ckpt / f"global_step_{n}" / "actor" / "huggingface")
+    client, run = the_run(mlflow_uri, ckpt)
+    assert steps_of(client, run.info.run_id, "actor/kl_loss") == [1, 2]
+    note("grpo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]

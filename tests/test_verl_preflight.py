@@ -1,0 +1,186 @@
+"""Traps of a real verl 0.9.1 launch that the launcher catches before start-up (issue 10, section 3).
+
+Each test shows the trap on the composed config or a checkpoint folder as verl would meet it: a Ray
+too small for TransferQueue, a resume with another world size, GPU memory held by a forgotten kernel
+(a fake nvidia-smi: no GPU here), checkpoints of earlier launches piling up, MLflow credentials that
+cannot reach a Ray cluster, a working directory that shadows packages, and the test environment
+missing the packages the default trainer path imports.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from scripts import rl_launch, rl_preflight
+from scripts.rl_preflight import LaunchError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def settings(tmp_path: Path, model: Path, data: Path, *extra: str, uri: str = "http://mlflow:5000"):
+    argv = ["--algo", "ppo", "--model", str(model), "--data-dir", str(data), "--checkpoint-dir", str(tmp_path / "ck")]
+    args, _ = rl_launch.parse_args([*argv, "--mlflow-uri", uri, *extra])
+    return rl_launch.settings_from_args(args)
+
+
+@pytest.fixture(autouse=True)
+def no_ray_cluster(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
+
+
+# --- Ray CPU budget: TransferQueue holds CPUs before verl asks for its GPU bundles -------------------
+
+
+def test_ray_cpu_budget_counts_transferqueue_storage_units(tmp_path, tiny_model_dir, gsm8k_data_dir, monkeypatch):
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "4")
+    monkeypatch.setattr(rl_launch.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)  # a small container
+    overrides, cfg, _ = rl_launch.build(s, [])
+    assert rl_preflight.ray_cpu_budget(cfg) == 3 * 4 + 8 + 1  # GPU bundles + 8 storage units + TaskRunner
+    assert "ray_kwargs.ray_init.num_cpus=21" in overrides  # the local default, read from the composed config
+    _, fewer, _ = rl_launch.build(s, ["ray_kwargs.ray_init.num_cpus=14"])  # 3 x GPUs + 2: hung forever
+    with pytest.raises(LaunchError, match=r"num_cpus=14 but verl holds 3 x 4 .* 8 TransferQueue .* = 21"):
+        rl_preflight.check_ray(None, 4, 1, fewer)
+    _, units, _ = rl_launch.build(s, ["transfer_queue.backend.SimpleStorage.num_data_storage_units=2"])
+    assert rl_preflight.ray_cpu_budget(units) == 15
+
+
+def test_cpu_run_budget_and_overrides_come_from_cpu_yaml(tmp_path, tiny_model_dir, gsm8k_data_dir):
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "0")
+    overrides, cfg, problems = rl_launch.build(s, [])
+    assert not [p for p in problems if p.severity == "error"], problems
+    assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 1
+    assert cfg.actor_rollout_ref.rollout.name == "transformers"
+    assert cfg.critic.model.override_config.attn_implementation == "sdpa"
+    assert (cfg.ray_kwargs.ray_init.num_cpus, rl_preflight.ray_cpu_budget(cfg)) == (16, 3 + 2 + 1)
+    assert '++trainer.device="cpu"' in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
+    s.ray_address = "10.0.0.1:6379"  # a `ray start` cluster would not load the CPU platform into its workers
+    with pytest.raises(LaunchError, match=r"N_GPUS=0 runs verl on a local Ray .* `ray stop` it"):
+        rl_launch.build(s, [])
+
+
+# --- resume with another world size ---------------------------------------------------------------
+
+
+def test_resume_with_another_world_size_is_refused_with_the_numbers(tmp_path):
+    ckpt = tmp_path / "ppo"
+    actor = ckpt / "global_step_25" / "actor"
+    actor.mkdir(parents=True)
+    for rank in range(4):
+        (actor / f"model_world_size_4_rank_{rank}.pt").touch()
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("25")
+    assert rl_preflight.check_world_size(ckpt, 4) == "resume global_step_25 (world size 4)"
+    with pytest.raises(LaunchError) as refused:
+        rl_preflight.check_world_size(ckpt, 2)
+    text = str(refused.value)
+    assert "saved by 4 processes" in text and "this launch runs 2" in text
+    assert "N_GPUS x NNODES = 4" in text and f"MODEL_PATH={actor / 'huggingface'}" in text
+
+
+# --- GPU memory held by another process (fake nvidia-smi) -----------------------------------------
+
+FAKE_SMI = """#!/usr/bin/env bash
+case "$*" in
+  *--query-gpu=index,uuid*) echo "0, GPU-aaa, 81559, 80000"; echo "1, GPU-bbb, 81559, 12000" ;;
+  *--query-compute-apps*) echo "GPU-bbb, 4242, /opt/conda/bin/python, 69000" ;;
+  *) echo "NVIDIA H100 80GB HBM3, 81559" ;;
+esac
+"""
+
+
+def test_busy_gpu_names_the_process_holding_it(tmp_path, tiny_model_dir, gsm8k_data_dir, monkeypatch):
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:/usr/bin:/bin")
+    _, cfg, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "1"), [])
+    assert rl_preflight.free_gpu_memory(cfg) == "1 GPU(s) with >= 50% free"  # GPU 0 only
+    _, two, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "2"), [])
+    with pytest.raises(LaunchError, match=r"GPU 1 has 12000 of 81559 MiB free.*pid 4242 /opt/conda/bin/python"):
+        rl_preflight.free_gpu_memory(two)
+
+
+# --- checkpoints of earlier launches ---------------------------------------------------------------
+
+
+def test_old_checkpoints_are_pruned_at_launch_and_the_resume_step_kept(tmp_path):
+    ckpt = tmp_path / "ppo"
+    for step, parts in {25: ["data.pt"], 50: ["data.pt", "actor"], 75: ["actor"], 100: ["actor"]}.items():
+        for part in parts:  # verl's own pruning leaves global_step_N/data.pt behind
+            path = ckpt / f"global_step_{step}" / part
+            path.mkdir(parents=True) if part == "actor" else (path.parent.mkdir(parents=True, exist_ok=True),
+                                                                path.touch())  # fmt: skip
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("100")
+    gone = rl_preflight.prune_checkpoints(ckpt, keep=2)
+    assert sorted(p.name for p in gone) == ["global_step_25", "global_step_50"]
+    assert sorted(p.name for p in ckpt.glob("global_step_*")) == ["global_step_100", "global_step_75"]
+    assert rl_preflight.prune_checkpoints(ckpt, keep=1) == [ckpt / "global_step_75"]
+
+
+# --- MLflow credentials and a Ray cluster ----------------------------------------------------------
+
+
+def test_tracking_uri_with_credentials_is_never_dropped_silently(tmp_path, tiny_model_dir, gsm8k_data_dir):
+    uri = "https://alice:s3cret@mlflow.example.org"
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, uri=uri)
+    s.run_id = "abc123"
+    overrides = rl_launch.launcher_overrides(s)  # local Ray: it inherits the URI from the launcher's env
+    assert not any("s3cret" in o for o in overrides)
+    assert "+ray_kwargs.ray_init.runtime_env.env_vars.MLFLOW_RUN_ID='abc123'" in overrides
+    s.ray_address = "10.0.0.1:6379"  # a `ray start` cluster: its actors would get the run id but no URI
+    with pytest.raises(LaunchError, match=r"carries credentials .* MLFLOW_TRACKING_USERNAME"):
+        rl_launch.launcher_overrides(s)
+
+
+# --- the working directory verl starts in ----------------------------------------------------------
+
+
+def test_verl_is_execd_from_a_folder_without_python(tmp_path, tiny_model_dir, gsm8k_data_dir, monkeypatch):
+    monkeypatch.chdir(REPO / "scripts")  # Ray would put scripts/ first on every worker's sys.path
+    seen = {}
+
+    def fake_exec(path, cmd, env):
+        seen.update(cwd=Path.cwd(), env=env)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(rl_launch.os, "execvpe", fake_exec)
+    argv = ["--algo", "grpo", "--model", str(tiny_model_dir), "--data-dir", str(gsm8k_data_dir), "--n-gpus", "0"]
+    argv += ["--checkpoint-dir", str(tmp_path / "ck"), "--skip-preflight", "trainer.logger=[console]"]
+    with pytest.raises(SystemExit):
+        rl_launch.launch(*rl_launch.parse_args(argv))
+    assert seen["cwd"] == tmp_path / "ck" and not list(seen["cwd"].glob("*.py"))
+    assert seen["env"]["VERL_PLATFORM"] == "cpu" and seen["env"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.rl_cpu"
+    assert Path(seen["env"]["RAY_TMPDIR"]).parent == Path("/tmp")  # a Ray of its own, short socket paths
+    Path(seen["env"]["RAY_TMPDIR"]).rmdir()
+
+
+# --- the test environment imports the default trainer path ----------------------------------------
+
+
+def pins(lock: Path) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", lock.read_text(), re.M)
+    return {name.lower().replace("_", "-"): version for name, version in found}
+
+
+def test_test_lock_has_the_images_transferqueue_and_tensordict():
+    image, cpu, test = (pins(REPO / p) for p in ("services/verl/requirements.lock",
+                                                   "services/verl/requirements-cpu.lock",
+                                                   "requirements/test.lock"))  # fmt: skip
+    for name in ("verl", "transferqueue", "tensordict", "transformers"):
+        assert test.get(name) == image[name] == cpu[name], name
+    import transfer_queue  # what verl's default (v1) trainer imports first
+
+    assert transfer_queue.__name__ == "transfer_queue"
+
+
+def test_readme_states_the_critics_training_token_budget():
+    from verl.workers.config import CriticConfig
+
+    budget = CriticConfig.__dataclass_fields__["ppo_infer_max_token_len_per_gpu"].default
+    assert budget == 32768
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert "the critic 32k for training too" in text
