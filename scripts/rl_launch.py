@@ -151,10 +151,15 @@ def default_experiment(algo: str, model: str) -> str:
     return f"{algo}-{tag}"
 
 
-def find_ray_address() -> str | None:
-    """The cluster `ray.init()` in main_ppo will join (RAY_ADDRESS, else this node's `ray start`), or None."""
+def find_ray_address(cpu: bool = False) -> str | None:
+    """The cluster `ray.init()` in main_ppo will join (RAY_ADDRESS, else this node's `ray start`), or None.
+
+    A CPU run (N_GPUS=0) starts a Ray of its own in a fresh temp dir, where `ray.init()` finds no cluster: a
+    `ray start` head on this node (the verl container's) is left alone, only RAY_ADDRESS would be joined."""
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
+    if cpu:
+        return None
     # Ray's own lookup (ray._common.utils.get_default_system_temp_dir), without importing ray.
     temp = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform == "linux" else None) or "/tmp"
     current = Path(temp) / "ray" / "ray_current_cluster"
@@ -181,7 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         experiment=experiment,
         checkpoint_dir=checkpoint_dir,
         mlflow_uri=args.mlflow_uri,
-        ray_address=find_ray_address(),
+        ray_address=find_ray_address(cpu=args.n_gpus == 0),
         ray_num_cpus=args.ray_num_cpus,  # 0: chosen in build() from the composed config
         sft_run_id=manifest.get("mlflow_run_id"),
         run_id=read_run_id(checkpoint_dir),
@@ -227,8 +232,8 @@ def launcher_overrides(s: Settings) -> list[str]:
         overrides.append(f"{env_vars}.MLFLOW_RUN_ID={hydra_str(s.run_id)}")
     if s.cpu and s.ray_address is not None:
         raise LaunchError(
-            f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU platform), but a Ray "
-            f"cluster runs at {s.ray_address}: `ray stop` it (or unset RAY_ADDRESS), or set N_GPUS to its GPUs"
+            f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU platform), but "
+            f"RAY_ADDRESS={s.ray_address} asks to join a cluster: unset RAY_ADDRESS, or set N_GPUS to its GPUs"
         )
     if s.cpu:
         overrides += cpu_overrides()  # verl_configs/cpu.yaml

@@ -57,9 +57,21 @@ def test_cpu_run_budget_and_overrides_come_from_cpu_yaml(tmp_path, tiny_model_di
     assert cfg.critic.model.override_config.attn_implementation == "sdpa"
     assert (cfg.ray_kwargs.ray_init.num_cpus, rl_preflight.ray_cpu_budget(cfg)) == (16, 3 + 2 + 1)
     assert '++trainer.device="cpu"' in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
-    s.ray_address = "10.0.0.1:6379"  # a `ray start` cluster would not load the CPU platform into its workers
-    with pytest.raises(LaunchError, match=r"N_GPUS=0 runs verl on a local Ray .* `ray stop` it"):
+    s.ray_address = "10.0.0.1:6379"  # RAY_ADDRESS: a cluster would not load the CPU platform into its workers
+    with pytest.raises(LaunchError, match=r"N_GPUS=0 runs verl on a local Ray .* unset RAY_ADDRESS"):
         rl_launch.build(s, [])
+
+
+def test_cpu_run_leaves_this_nodes_ray_head_alone(tmp_path, monkeypatch):
+    """The CPU verl container runs a `ray start` head: a CPU launch starts its own Ray, a GPU launch joins it."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("172.18.0.3:6379\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert rl_launch.find_ray_address() == "172.18.0.3:6379"
+    assert rl_launch.find_ray_address(cpu=True) is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert rl_launch.find_ray_address(cpu=True) == "10.0.0.1:6379"  # asked for explicitly: refused in build()
 
 
 # --- resume with another world size ---------------------------------------------------------------
