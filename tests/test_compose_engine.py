@@ -343,14 +343,7 @@ def test_verl_jupyter_and_the_host_user_read_overwrite_and_delete_each_others_fi
 
 # --- RL from the verl working dir ------------------------------------------------------------------------------
 
-CPU_TRAINER = (REPO / "scripts" / "rl_cpu.py").is_file()
 
-
-@pytest.mark.xfail(
-    VARIANT == "cpu" and not CPU_TRAINER,
-    reason="N_GPUS=0 launches come with the CPU trainer (scripts/rl_cpu.py, branch cpu-rl): rl_launch.py refuses 0",
-    strict=True,
-)
 def test_rl_dry_run_literally_as_the_readme_says(stack):
     proc = exec_in(stack, "verl", "bash", "run_ppo.sh", "--dry-run", check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -496,6 +489,49 @@ networks:
         assert f"/{int(settings(stack)['RAY_NUM_CPUS']) + 2}.0 CPU" in status, status  # the head's and the worker's
     finally:
         subprocess.run([*worker, "down", "-v", "--timeout", "30"], capture_output=True, timeout=300)
+
+
+# --- the whole pipeline, unattended (scripts/speedrun.sh) ------------------------------------------------------
+
+# The CPU stack trains the tiny model: 2 prompts x 2 answers of <= 16 tokens per RL step (as test_verl_cpu_train).
+RL_SIZE = ("data.train_batch_size=2 actor_rollout_ref.actor.ppo_mini_batch_size=2 critic.ppo_mini_batch_size=2 "
+           "actor_rollout_ref.rollout.n=2 data.max_response_length=16")  # fmt: skip
+SFT_SIZE = ("-p max_steps 2 -p per_device_train_batch_size 2 -p eval_samples 2 -p eval_max_new_tokens 8 "
+            "-p eval_batch_size 2 -p logging_steps 1")  # fmt: skip
+
+
+@pytest.mark.skipif(VARIANT != "cpu", reason="sized for the CPU stack's tiny model; on GPUs run QUICK=1 by hand")
+def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
+    compose_cmd = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", PROJECT, "--env-file", str(stack),
+                   *[a for f in FILES for a in ("-f", str(REPO / f))]]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env |= {
+        "COMPOSE": " ".join(compose_cmd),
+        "QUICK": "1",
+        "DATA_ARGS": "--val-size 4",
+        "SFT_ARGS": SFT_SIZE,
+        "RL_ARGS": RL_SIZE,
+        "EVAL_ENV": "LIMIT=4 CAPABILITY_SUITE=/workspace/tests/fixtures/capability/suite.yaml",
+    }
+    speedrun = ["bash", str(stage / "scripts" / "speedrun.sh")]
+    start = time.monotonic()
+    proc = subprocess.run(speedrun, env=env, capture_output=True, text=True, timeout=3600)
+    measured("speedrun.sh QUICK=1 on the CPU stack (tiny model)", f"{time.monotonic() - start:.0f} s")
+    logs = {p.name: p.read_text(errors="replace")[-3000:] for p in (stage / "models" / "speedrun").glob("*.log")}
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + json.dumps(logs, indent=1)[-8000:]
+    card = proc.stdout
+    assert "=== GSM8K post-training report card ===" in card
+    for label in ("base", "sft", "ppo", "grpo"):
+        assert re.search(rf"^{label} +\d+\.\d% \[", card, re.M), card  # accuracy with its interval
+        assert re.search(rf"^capability {label} +tiny_arith", card, re.M), card
+    assert re.search(r"^total +[\d.]+ m +0\.00$", card, re.M), card  # CPU stack: no GPU hours
+    assert "MLflow pipeline run (experiment gsm8k-pipeline): http://localhost:" in card  # a link a browser opens
+    for experiment in ("ppo-speedrun", "grpo-speedrun"):
+        assert (stage / "models" / "rl" / experiment / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+    again = subprocess.run(speedrun, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("complete, skipped") == 5  # a rerun continues; nothing is redone
 
 
 # --- the one-shot set-up job (needs the Hugging Face hub) ----------------------------------------------------------
