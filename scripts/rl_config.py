@@ -36,9 +36,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from scripts.lib.paths import REPO_ROOT
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "verl_configs"
 REWARD_FILE = REPO_ROOT / "rewards" / "gsm8k.py"
 CPU_FILE = CONFIG_DIR / "cpu.yaml"
@@ -72,7 +73,7 @@ class ConfigError(Exception):
 
 
 @dataclass
-class Problem:
+class ConfigIssue:
     """One finding of `check_config`: errors stop the launch, warnings are printed."""
 
     key: str
@@ -226,12 +227,12 @@ def _leaves(node: Any, prefix: str) -> list[tuple[str, Any]]:
     return [(prefix, node)]
 
 
-def check_config(cfg: DictConfig) -> list[Problem]:
+def check_config(cfg: DictConfig) -> list[ConfigIssue]:
     """Rules verl 0.9.1 enforces only on its Ray workers (or never), checked on the composed config."""
-    problems: list[Problem] = []
+    problems: list[ConfigIssue] = []
 
     def add(key: str, message: str, severity: str = "error") -> None:
-        problems.append(Problem(key, message, severity))
+        problems.append(ConfigIssue(key, message, severity))
 
     def num(key: str) -> int:
         return int(_get(cfg, key))

@@ -28,7 +28,6 @@ models/rl/<EXPERIMENT>: rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -41,11 +40,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from scripts.lib.atomic import atomic_write
+from scripts.lib.checkpoints import read_sft_manifest
+from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, SFT_MANIFEST
 from scripts.rl_config import (
     CONFIG_DIR,
     REWARD_FILE,
     ConfigError,
-    Problem,
+    ConfigIssue,
     check_config,
     compose_config,
     cpu_overrides,
@@ -60,7 +62,6 @@ from scripts.rl_preflight import (
     LaunchError,
     check_disk,
     check_gpus,
-    check_mlflow,
     check_ray,
     check_shm,
     check_world_size,
@@ -74,15 +75,12 @@ from scripts.rl_preflight import (
     prune_checkpoints,
     ray_cpu_budget,
     read_run_id,
-    write_atomic,
+    require_mlflow,
 )
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAMES = {"ppo": "ppo_gsm8k", "grpo": "grpo_gsm8k"}
-DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-SFT_MANIFEST = REPO_ROOT / "models" / "sft" / "latest.json"
 LAUNCH_CONFIG = "launch_config.yaml"
 DRY_RUN_CONFIG = "dry_run_config.yaml"
 CPU_PLUGIN = "scripts.rl_cpu"  # the module verl imports on CPU (VERL_USE_EXTERNAL_MODULES)
@@ -125,20 +123,16 @@ def choose_model(model_path: str, manifest: Path = SFT_MANIFEST) -> tuple[str, s
     """(model, why, manifest fields): MODEL_PATH > the SFT checkpoint in models/sft/latest.json > BASE_MODEL > Qwen."""
     if model_path:
         return model_path, "MODEL_PATH is set", {}
-    if not manifest.is_file():
+    try:
+        data = read_sft_manifest(manifest)
+    except ValueError as exc:
+        raise LaunchError(
+            f"{exc}: rerun the SFT notebook, remove the manifest to start from the released model, or set MODEL_PATH"
+        ) from None
+    if data is None:
         base = os.environ.get("BASE_MODEL") or DEFAULT_MODEL  # .env's BASE_MODEL in the stack
         return base, f"no SFT manifest at {manifest}: the base model (BASE_MODEL)", {}
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        path = Path(data["path"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LaunchError(f"{manifest} is not an SFT manifest ({exc!r}): fix or remove it, or set MODEL_PATH") from exc
-    path = path if path.is_absolute() else REPO_ROOT / path
-    if not (path / "config.json").is_file():
-        raise LaunchError(
-            f"{manifest} names {path}, which holds no model (config.json): rerun the SFT notebook, remove the "
-            "manifest to start from the released model, or set MODEL_PATH"
-        )
+    path = data["path"]
     accuracy = ", ".join(f"{k} {v}" for k, v in (data.get("eval_accuracy") or {}).items())
     details = [("MLflow run", data.get("mlflow_run_id")), ("created", data.get("created_at")), ("eval", accuracy)]
     shown = "; ".join(f"{label} {value}" for label, value in details if value)
@@ -249,7 +243,7 @@ def local_ray_cpus(cfg: DictConfig) -> int:
     return max(cpus, ray_cpu_budget(cfg))
 
 
-def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Problem]]:
+def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[ConfigIssue]]:
     """(overrides, composed config, problems): the one code path dry runs and real launches share."""
     launcher = launcher_overrides(s)
     overrides = [*launcher, *normalize_overrides(s.config_name, launcher, user)]
@@ -271,7 +265,7 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[Pro
     }
     for key, (value, env) in owned.items():
         if OmegaConf.select(cfg, key) != value:
-            problems.append(Problem(key, f"set it with the {env} environment variable, not a Hydra override"))
+            problems.append(ConfigIssue(key, f"set it with the {env} environment variable, not a Hydra override"))
     return overrides, cfg, problems
 
 
@@ -348,7 +342,7 @@ def summary(s: Settings, cfg: DictConfig, facts: dict[str, Any], written: tuple[
     return "\n".join(f"  {key:<12}{value}" for key, value in rows)
 
 
-def report(problems: list[Problem]) -> bool:
+def print_issues(problems: list[ConfigIssue]) -> bool:
     """Print problems (errors to stderr); True if any is an error."""
     for p in problems:
         print(p, file=sys.stderr if p.severity == "error" else sys.stdout)
@@ -376,14 +370,14 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
     s = settings_from_args(args)
     print(f"model: {s.model}\n  why: {s.model_reason}", flush=True)
     overrides, cfg, problems = build(s, user)
-    if report(problems):
+    if print_issues(problems):
         return 2
     facts = verl_validate(cfg)
     print(f"config: Hydra, worker rules, verl's validate_config and reward loader: ok ({time.monotonic() - t0:.1f} s)")
 
     if args.dry_run:
         out = Path(args.output).resolve() if args.output else s.checkpoint_dir / DRY_RUN_CONFIG
-        write_atomic(out, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(out, OmegaConf.to_yaml(cfg, resolve=True))
         print(f"\nverl {s.algo.upper()} on GSM8K, dry run (nothing launched):")
         print(summary(s, cfg, facts, ("resolved", out)))
         print(f"dry run took {time.monotonic() - t0:.1f} s")
@@ -406,7 +400,7 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
         print(f"preflight: disk {check_disk(s.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:
-        check_mlflow(s.mlflow_uri)
+        require_mlflow(s.mlflow_uri)
         tags = {"algorithm": s.algo, "model": s.model, "model_source": s.model_reason, "launcher": "rl_launch.py"}
         if s.sft_run_id:
             tags["sft_mlflow_run_id"] = str(s.sft_run_id)
@@ -415,7 +409,7 @@ def launch(args: argparse.Namespace, user: list[str]) -> int:
         overrides, cfg, _ = build(s, user)  # now with MLFLOW_RUN_ID in the Ray runtime_env
     check_resume(s, cfg, logged)
     saved = s.checkpoint_dir / LAUNCH_CONFIG
-    write_atomic(saved, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write(saved, OmegaConf.to_yaml(cfg, resolve=True))
     print(f"\nverl {s.algo.upper()} on GSM8K:")
     print(summary(s, cfg, facts, ("config", saved)))
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={CONFIG_DIR}"]

@@ -24,14 +24,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from scripts.lib.atomic import atomic_write
+from scripts.lib.mlflow_health import check_mlflow
+from scripts.lib.paths import REPO_ROOT
+from scripts.lib.prompt_check import stale_prompt
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_FILES = ("train.parquet", "val.parquet")
 RUN_ID_FILE = "mlflow_run_id"
 # verl's ResourcePoolManager reserves this many CPUs with every GPU bundle (max_colocate_count); a
@@ -42,20 +43,6 @@ SHM_MIN_GIB = 16
 
 class LaunchError(Exception):
     """A preflight failure: what is wrong and what to do about it."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.fchmod(fd, 0o664)  # mkstemp makes 0600: keep it readable and writable by the host user's group (umask 0002)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_run_id(checkpoint_dir: Path) -> str | None:
@@ -71,17 +58,11 @@ def read_run_id(checkpoint_dir: Path) -> str | None:
 
 def data_status(data_dir: Path) -> tuple[bool, str, dict[str, int]]:
     """(ready, description, rows per file) of the RL parquet files in `data_dir`."""
-    from data.prompt import PROMPT_VERSION
-
     missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
     if missing:
         return False, f"missing {', '.join(missing)}", {}
-    try:
-        recorded = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8")).get("prompt_version")
-    except (OSError, ValueError):
-        recorded = None
-    if recorded is not None and recorded != PROMPT_VERSION:
-        return False, f"stale: built with prompt {recorded}, the code now uses {PROMPT_VERSION}", {}
+    if why := stale_prompt(data_dir):
+        return False, f"stale: {why}", {}
     import pyarrow.parquet as pq
 
     rows = {name: pq.ParquetFile(data_dir / name).metadata.num_rows for name in DATA_FILES}
@@ -331,18 +312,12 @@ def check_disk(checkpoint_dir: Path, need: int) -> str:
 # --- MLflow ----------------------------------------------------------------------------------------
 
 
-def check_mlflow(uri: str, timeout: float = 5.0) -> None:
+def require_mlflow(uri: str, timeout: float = 5.0) -> None:
     """Fail unless an MLflow server answers at `uri` (verl itself would only warn and train untracked)."""
-    if not uri.startswith(("http://", "https://")):
-        return
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
-            resp.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise LaunchError(
-            f"MLflow is unreachable at {uri} ({exc}): start it (`docker compose up -d mlflow`) or set "
-            "MLFLOW_TRACKING_URI; without it verl would train untracked"
-        ) from exc
+        check_mlflow(uri, timeout)
+    except ConnectionError as exc:
+        raise LaunchError(f"{exc}; without it verl would train untracked") from None
 
 
 def ensure_mlflow_run(
@@ -379,5 +354,5 @@ def ensure_mlflow_run(
         rejected = "Invalid Host header" in str(exc) or "403" in str(exc)
         hint = " (add this host to `mlflow server --allowed-hosts`)" if rejected else ""
         raise LaunchError(f"MLflow at {uri} refused the request: {exc}{hint}") from exc
-    write_atomic(checkpoint_dir / RUN_ID_FILE, run.info.run_id + "\n")
+    atomic_write(checkpoint_dir / RUN_ID_FILE, run.info.run_id + "\n")
     return run.info.run_id, {}
