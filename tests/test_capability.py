@@ -57,6 +57,22 @@ def test_compare_flags_only_drops_beyond_noise():
     assert by[("ppo", "mmlu")]["delta"] == pytest.approx(-0.10)
 
 
+def test_prefetch_loads_every_task_of_the_suite_without_a_model(tmp_path):
+    suite = write_suite(tmp_path, f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "capability.py"), "--prefetch", "--suite", str(suite)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "capability suite data cached: tiny_arith" in proc.stdout
+    cli = [sys.executable, str(REPO / "scripts" / "capability.py")]
+    missing = subprocess.run([*cli, "--suite", str(suite)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "--model and --output are required" in missing.stderr
+
+
 @pytest.mark.slow
 def test_cli_scores_the_tiny_model_on_a_local_task(tmp_path, tiny_model_dir):
     suite = write_suite(tmp_path, f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n    limit: 6\n")

@@ -65,6 +65,14 @@ def _task_spec(name: str, settings: dict[str, Any]) -> str | dict[str, Any]:
     return config
 
 
+def prefetch_suite(suite: dict[str, dict[str, Any]]) -> list[str]:
+    """Download every task's data into the Hugging Face cache (the setup profile, for offline servers)."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    tasks = get_task_dict([_task_spec(name, settings) for name, settings in suite.items()], TaskManager())
+    return sorted(tasks)
+
+
 def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf", batch_size: int = 8) -> dict:
     """Score `model` on every task of `suite`; {task: {metric, value, stderr, n, num_fewshot}}.
 

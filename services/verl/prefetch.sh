@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up (the `setup` compose service): download the base model and GSM8K into the shared Hugging
-# Face cache, then prepare data/gsm8k/, so training can run with HF_HUB_OFFLINE=1 afterwards.
+# Face cache, then prepare data/gsm8k/ and cache the capability check's benchmark data, so training and
+# evaluation can run with HF_HUB_OFFLINE=1 afterwards.
 #
 #   docker compose --profile setup run --rm setup                  # what the README runs
 #   docker compose --profile setup run --rm setup --val-size 256   # extra args go to data/prepare_gsm8k.py
@@ -27,14 +28,17 @@ model_args=()
 data_args=()
 [[ -n "${GSM8K_REVISION:-}" ]] && data_args+=(--revision "${GSM8K_REVISION}")
 
-echo "== 1/3 model ${BASE_MODEL}${MODEL_REVISION:+@${MODEL_REVISION}} -> ${HF_HOME:-~/.cache/huggingface}"
+echo "== 1/4 model ${BASE_MODEL}${MODEL_REVISION:+@${MODEL_REVISION}} -> ${HF_HOME:-~/.cache/huggingface}"
 hf download "${BASE_MODEL}" "${model_args[@]}"
 
-echo "== 2/3 dataset ${GSM8K_DATASET}${GSM8K_REVISION:+@${GSM8K_REVISION}}"
+echo "== 2/4 dataset ${GSM8K_DATASET}${GSM8K_REVISION:+@${GSM8K_REVISION}}"
 hf download --repo-type dataset "${GSM8K_DATASET}" "${data_args[@]}"
 
-echo "== 3/3 data prep -> ${DATA_DIR}"
+echo "== 3/4 data prep -> ${DATA_DIR}"
 python "${REPO_ROOT}/data/prepare_gsm8k.py" --source "${GSM8K_DATASET}" "${data_args[@]}" \
     --output-dir "${DATA_DIR}" "$@"
+
+echo "== 4/4 capability check data (scripts/capability.yaml: ARC-Challenge, HellaSwag, MMLU)"
+python "${REPO_ROOT}/scripts/capability.py" --prefetch
 
 echo "Done. Training can now run offline: set HF_HUB_OFFLINE=1 in .env, then docker compose up -d"
