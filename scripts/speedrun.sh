@@ -64,13 +64,14 @@ complete() {
     done
 }
 
-# The command that runs a stage in its container (into the array `cmd`). The notebook starts from the stack's
-# BASE_MODEL (.env), as RL and evaluation do when there is no SFT checkpoint.
+# The command that runs a stage in its container (into the array `cmd`). Data prep reads the stack's GSM8K source
+# (.env's GSM8K_DATASET) and the notebook starts from its BASE_MODEL, as RL and evaluation do.
 stage_command() {
     local kv
-    # shellcheck disable=SC2016 # ${BASE_MODEL} and $@ expand in the jupyter container
+    # shellcheck disable=SC2016 # ${GSM8K_SOURCE}, ${BASE_MODEL} and $@ expand in the containers
     case "$1" in
-    data) cmd=(exec -T verl python /workspace/data/prepare_gsm8k.py "${data_args[@]}") ;;
+    data) cmd=(exec -T verl sh -c 'exec python /workspace/data/prepare_gsm8k.py --source "${GSM8K_SOURCE}" "$@"' \
+        prepare "${data_args[@]}") ;;
     sft) cmd=(exec -T -w /workspace/notebooks jupyter sh -c 'exec papermill sft_training.ipynb "$0" \
         --log-output -p model_path "${BASE_MODEL}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
     ppo) cmd=(exec -T -e "EXPERIMENT=${PPO_EXPERIMENT}" verl bash run_ppo.sh "${rl_args[@]}") ;;
