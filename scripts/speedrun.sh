@@ -43,7 +43,9 @@ die() {
 if [[ -n "${FROM}" && ! " ${STAGES[*]} " == *" ${FROM} "* ]]; then
     die "FROM=${FROM} is not a stage; stages: ${STAGES[*]}"
 fi
-mkdir -p "${OUT}"
+# The stack's user makes the folder (the notebook writes its executed copy there), whoever runs this script.
+"${compose[@]}" exec -T verl mkdir -p "/workspace/${OUT}" ||
+    die "the stack does not answer (${compose[*]} exec verl): bring it up first with docker compose up -d"
 
 # The files a stage leaves when it is complete: its marker is trusted only while these exist.
 outputs() {
