@@ -231,8 +231,9 @@ def launcher_overrides(s: Settings) -> list[str]:
         )
     if s.cpu:
         overrides += cpu_overrides()  # verl_configs/cpu.yaml
-    if s.ray_address is None and s.ray_num_cpus:
-        # RAY_NUM_CPUS for the local Ray main_ppo starts (never passed when joining a running cluster).
+    if s.ray_address is None and s.ray_num_cpus and not s.cpu:
+        # RAY_NUM_CPUS for the local Ray main_ppo starts (never passed when joining a running cluster). On CPU,
+        # cpu.yaml's num_cpus: there RAY_NUM_CPUS sizes the verl container's `ray start` head, not this Ray.
         overrides.append(f"ray_kwargs.ray_init.num_cpus={s.ray_num_cpus}")
     return overrides
 

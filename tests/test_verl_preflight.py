@@ -74,6 +74,14 @@ def test_cpu_run_leaves_this_nodes_ray_head_alone(tmp_path, monkeypatch):
     assert rl_launch.find_ray_address(cpu=True) == "10.0.0.1:6379"  # asked for explicitly: refused in build()
 
 
+def test_cpu_run_sizes_its_ray_from_cpu_yaml_not_the_heads_ray_num_cpus(tmp_path, tiny_model_dir, gsm8k_data_dir):
+    """RAY_NUM_CPUS=4 in the CPU stack sizes the container's head; the CPU run's own Ray keeps cpu.yaml's 16."""
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "0")
+    s.ray_num_cpus = 4
+    overrides, cfg, _ = rl_launch.build(s, [])
+    assert cfg.ray_kwargs.ray_init.num_cpus == 16 and "ray_kwargs.ray_init.num_cpus=4" not in overrides
+
+
 # --- resume with another world size ---------------------------------------------------------------
 
 
