@@ -508,11 +508,19 @@ def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
     env |= {
         "COMPOSE": " ".join(compose_cmd),
         "QUICK": "1",
-        "DATA_ARGS": "--val-size 4",
         "SFT_ARGS": SFT_SIZE,
         "RL_ARGS": RL_SIZE,
         "EVAL_ENV": "LIMIT=4 CAPABILITY_SUITE=/workspace/tests/fixtures/capability/suite.yaml",
     }
+    # GSM8K as a local copy with its own test split (data prep reads train.jsonl + test.jsonl from a folder)
+    rows = (REPO / "tests" / "fixtures" / "gsm8k_sample.jsonl").read_text().splitlines(keepends=True)
+    source = stage / "data" / "gsm8k-source"
+    source.mkdir()
+    (source / "train.jsonl").write_text("".join(rows[:24]))
+    (source / "test.jsonl").write_text("".join(rows[24:]))
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", f"{HOST_UID}:{HOST_GID}", str(source)], check=True)
+    env["DATA_ARGS"] = "--source /workspace/data/gsm8k-source --val-size 4"
     speedrun = ["bash", str(stage / "scripts" / "speedrun.sh")]
     start = time.monotonic()
     proc = subprocess.run(speedrun, env=env, capture_output=True, text=True, timeout=3600)
