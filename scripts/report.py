@@ -208,23 +208,18 @@ def render_chart(report: dict[str, Any]) -> bytes | None:
 
 def write_report(report: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
     """Write report.md, report.json and accuracy.png (when matplotlib is there); return what was written."""
-    output_dir = Path(output_dir)
-    written = {}
-    chart = render_chart(report)
-    if chart is None:
+    contents = {"chart": render_chart(report), "json": json.dumps(report, indent=2) + "\n"}
+    contents["markdown"] = render_markdown(report)
+    if contents["chart"] is None:
+        del contents["chart"]
         logger.warning(
             "matplotlib is not installed here: no %s (the table and JSON are complete); draw it with "
             "`docker compose exec jupyter python /workspace/scripts/report.py ...` or `pip install matplotlib`",
             FILES["chart"],
         )
-    else:
-        atomic_write(output_dir / FILES["chart"], chart)
-        written["chart"] = output_dir / FILES["chart"]
-    atomic_write(output_dir / FILES["json"], json.dumps(report, indent=2) + "\n")
-    written["json"] = output_dir / FILES["json"]
-    atomic_write(output_dir / FILES["markdown"], render_markdown(report))
-    written["markdown"] = output_dir / FILES["markdown"]
-    return written
+    for kind, data in contents.items():
+        atomic_write(Path(output_dir) / FILES[kind], data)
+    return {kind: Path(output_dir) / FILES[kind] for kind in contents}
 
 
 def report_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -258,14 +253,8 @@ def log_to_mlflow(
     mlflow.set_experiment(experiment)
     run_name = "report-" + "-".join(m["label"] for m in report["models"]) + f"-{Path(report['data_file']).stem}"
     with mlflow.start_run(run_name=run_name) as run:
-        params = {
-            "data_file": report["data_file"],
-            "n": report["n"],
-            "prompt_version": report["prompt_version"],
-            "max_new_tokens": report["max_new_tokens"],
-            "baseline": report["baseline"],
-            "labels": ",".join(m["label"] for m in report["models"]),
-        }
+        params = {k: report[k] for k in ("data_file", "n", "prompt_version", "max_new_tokens", "baseline")}
+        params["labels"] = ",".join(m["label"] for m in report["models"])
         params.update({f"model_{m['label']}": m["model"] for m in report["models"]})
         mlflow.log_params(params)
         mlflow.set_tags({"stage": "report", "mlflow.note.content": render_markdown(report)})

@@ -1,12 +1,7 @@
-"""Greedy GSM8K evaluation: load problems, generate (vLLM or transformers), score in both reward modes.
+"""Greedy GSM8K evaluation, shared by scripts/evaluate.py and the SFT notebook: load problems, generate, score.
 
-Used by scripts/evaluate.py (the CLI) and the SFT notebook (notebooks/sft.py): one evaluation code path.
-
-- Prompt: `data.prompt.user_message(question)`, rendered by the model's own chat template with the assistant
-  turn opened (`add_generation_prompt`), exactly as in SFT and RL.
-- Decoding: greedy, no repetition penalty, at most `max_new_tokens` (512). Backends: `vllm` (bf16, GPU) and
-  `hf` (transformers `generate`, bf16 on GPU, fp32 on CPU); `auto` picks vLLM when a GPU and vllm are there.
-- Scoring: `rewards.gsm8k.compute_score` in `flexible` and `strict` mode, each with a 95% Wilson interval.
+The prompt is `data.prompt.user_message` in the model's own chat template (as in SFT and RL); decoding is greedy
+with at most `max_new_tokens`; `vllm` (GPU) or `hf` (transformers); scoring is `rewards.gsm8k` in both modes.
 """
 
 from __future__ import annotations
@@ -14,7 +9,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +62,6 @@ class EvalResult:
             f"{mode} {self.accuracy[mode]:.1%} [{self.ci95[mode][0]:.1%}, {self.ci95[mode][1]:.1%}]" for mode in MODES
         ]
         return f"{self.model} on {self.data} (n={self.n}, {self.backend}): " + ", ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
@@ -224,9 +216,7 @@ def generate_vllm(
     model_path: str | Path,
     conversations: list[Conversation],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    seed: int = 0,
     gpu_memory_utilization: float = 0.85,
-    tensor_parallel_size: int = 1,
 ) -> list[str]:
     """Greedy completions with vLLM (`LLM.chat` applies the model's chat template), bf16 on the GPU."""
     try:
@@ -239,8 +229,6 @@ def generate_vllm(
     llm = LLM(
         model=str(model_path),
         dtype="bfloat16",
-        seed=seed,
-        tensor_parallel_size=tensor_parallel_size,
         gpu_memory_utilization=gpu_memory_utilization,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults; greedy comes from SamplingParams
     )
@@ -263,9 +251,7 @@ def evaluate(
     limit: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 64,
-    seed: int = 0,
     gpu_memory_utilization: float = 0.85,
-    tensor_parallel_size: int = 1,
 ) -> EvalResult:
     """Generate greedily for the first `limit` problems of `data` and score them in both modes."""
     problems = load_problems(data, limit)
@@ -273,9 +259,7 @@ def evaluate(
     conversations = [p.messages for p in problems]
     logger.info("evaluating %s on %d problems of %s with %s", model, len(problems), data, backend)
     if backend == "vllm":
-        responses = generate_vllm(
-            model, conversations, max_new_tokens, seed, gpu_memory_utilization, tensor_parallel_size
-        )
+        responses = generate_vllm(model, conversations, max_new_tokens, gpu_memory_utilization)
     else:
         responses = generate_hf(model, conversations, max_new_tokens, batch_size)
     result = score(problems, responses, model=model, data=data, backend=backend, max_new_tokens=max_new_tokens)
