@@ -67,8 +67,6 @@ class DataError(Exception):
     """Bad input or an unusable source: the message says what, where and what to do."""
 
 
-
-
 def split_files(directory: Path) -> dict[str, list[Path]]:
     """The files of each split in `directory`, by name: `train.jsonl`, `train-00000-of-00002.parquet`, ..."""
     found: dict[str, list[Path]] = {split: [] for split in SPLITS}
@@ -203,8 +201,6 @@ def load_source(source: str, test_source: str | None, config: str, revision: str
     return load_hub(source, config, revision)
 
 
-
-
 def to_example(record: dict[str, Any] | str) -> dict[str, str] | str:
     """The validated problem (question, answer, ground_truth, completion), or why the record is bad."""
     if isinstance(record, str):
@@ -278,8 +274,6 @@ def split_train_val(train: Sequence[dict[str, Any]], val_size: int, seed: int) -
     return [e for e in train if e["index"] not in held_out], [e for e in train if e["index"] in held_out]
 
 
-
-
 def build_tables(splits: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:
     """The five output tables, keyed by file name, from the train / val / test examples."""
     tables = {}
@@ -341,8 +335,6 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
         (output_dir / n).is_file() and hashlib.sha256((output_dir / n).read_bytes()).hexdigest() == h
         for n, h in recorded.items()
     )
-
-
 
 
 def prepare(

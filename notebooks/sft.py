@@ -124,32 +124,21 @@ def load_sft_datasets(cfg: SFTRunConfig, files: dict[str, Path]) -> tuple[datase
     return read(files["sft_train"], cfg.max_samples), read(files["sft_val"], None)
 
 
-def attention_implementation() -> str:
-    """FlashAttention-2 on a GPU when flash-attn is installed (packed, padding-free batches run varlen), else SDPA."""
-    import torch
-    from transformers.utils import is_flash_attn_2_available
-
-    if torch.cuda.is_available():
-        if is_flash_attn_2_available():
-            return "flash_attention_2"
-        logger.warning(
-            "flash-attn is not installed: padding-free batches use SDPA with a block-diagonal mask "
-            "(correct, but slower); install flash-attn in the image for full speed"
-        )
-    return "sdpa"
-
-
 def load_model(cfg: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model in fp32 (bf16 autocast on GPU keeps fp32 master weights: 1e-5 updates would vanish in bf16)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import is_flash_attn_2_available
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     if tokenizer.chat_template is None:
         raise ValueError(f"{cfg.model_path} has no chat template; SFT data is chat-formatted, use an instruct model")
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model_path, dtype=torch.float32, attn_implementation=attention_implementation()
-    )
+    attention = "sdpa"
+    if torch.cuda.is_available() and is_flash_attn_2_available():
+        attention = "flash_attention_2"  # packed, padding-free batches run its variable-length kernel
+    elif torch.cuda.is_available():
+        logger.warning("flash-attn is not installed: SDPA with a block-diagonal mask (correct, slower)")
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_path, dtype=torch.float32, attn_implementation=attention)
     logger.info(
         "loaded %s: %.0fM parameters, attention %s",
         cfg.model_path,
@@ -385,18 +374,10 @@ def side_by_side(before: evaluation.EvalResult, after: evaluation.EvalResult, k:
     """The first `k` val problems: answer, and the response before and after SFT."""
     import pandas as pd
 
-    rows = [
-        {
-            "question": b["question"],
-            "answer": b["ground_truth"],
-            "before": b["response"],
-            "before_strict_ok": b["correct_strict"],
-            "after": a["response"],
-            "after_strict_ok": a["correct_strict"],
-        }
-        for b, a in zip(before.samples[:k], after.samples[:k], strict=True)
-    ]
-    return pd.DataFrame(rows)
+    b, a = pd.DataFrame(before.samples[:k]), pd.DataFrame(after.samples[:k])
+    return pd.DataFrame({"question": b["question"], "answer": b["ground_truth"], "before": b["response"],
+                         "before_strict_ok": b["correct_strict"], "after": a["response"],
+                         "after_strict_ok": a["correct_strict"]})  # fmt: skip
 
 
 def free_gpu_memory() -> str:

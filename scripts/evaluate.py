@@ -63,16 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
         mlflow.set_experiment(args.mlflow_experiment)
         with mlflow.start_run(run_name=f"eval-{Path(str(args.model)).name}-{Path(args.data).stem}"):
-            mlflow.log_params(
-                {
-                    "model": args.model,
-                    "data": args.data,
-                    "backend": result.backend,
-                    "n": result.n,
-                    "max_new_tokens": args.max_new_tokens,
-                    "prompt_version": PROMPT_VERSION,
-                }
-            )
+            params = {"model": args.model, "data": args.data, "backend": result.backend, "n": result.n}
+            mlflow.log_params({**params, "max_new_tokens": args.max_new_tokens, "prompt_version": PROMPT_VERSION})
             mlflow.set_tags({"stage": "eval", "model_path": str(args.model)})
             log_to_mlflow(result, Path(args.data).stem)
     print(result.summary())

@@ -57,21 +57,10 @@ class ImageLock:
     base: tuple[str, ...] = ()  # NAME==VERSION the base image provides; constraints, checked by `verify`
     not_emitted: tuple[str, ...] = field(default=())
 
-    @property
-    def cpu(self) -> bool:
-        return self.name.endswith("-cpu")
-
-    @property
-    def folder(self) -> Path:
-        return SERVICES / self.name.removesuffix("-cpu")
-
-    @property
-    def requirements_in(self) -> Path:
-        return self.folder / ("requirements-cpu.in" if self.cpu else "requirements.in")
-
-    @property
-    def lock(self) -> Path:
-        return self.folder / ("requirements-cpu.lock" if self.cpu else "requirements.lock")
+    cpu = property(lambda self: self.name.endswith("-cpu"))
+    folder = property(lambda self: SERVICES / self.name.removesuffix("-cpu"))
+    requirements_in = property(lambda self: self.folder / f"requirements{'-cpu' * self.cpu}.in")
+    lock = property(lambda self: self.folder / f"requirements{'-cpu' * self.cpu}.lock")
 
 
 IMAGES = {
@@ -149,18 +138,16 @@ def write_preferences(lock: Path, output: Path) -> None:
 
 
 def compile_locks(names: list[str]) -> None:
+    from scripts.lib.atomic import atomic_write  # not at the top: `verify` runs in images without the repo
+
     for name in names:
         image = IMAGES[name]
-        fd, tmp = tempfile.mkstemp(dir=image.folder, prefix=".requirements.lock.")
-        os.close(fd)
-        tmp_path = Path(tmp)
-        try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = Path(tmp) / "requirements.lock"
             if image.lock.exists():
-                write_preferences(image.lock, tmp_path)
-            resolve(image, tmp_path)
-            tmp_path.replace(image.lock)  # nothing half-written: rename into place only after success
-        finally:
-            tmp_path.unlink(missing_ok=True)
+                write_preferences(image.lock, fresh)
+            resolve(image, fresh)
+            atomic_write(image.lock, fresh.read_bytes())  # nothing half-written: replaced only after success
         log.info("wrote %s", image.lock.relative_to(REPO_ROOT))
 
 

@@ -68,7 +68,9 @@ class Paired:
     mcnemar_p: float
 
 
-def compare(model: np.ndarray, reference: np.ndarray, *, label: str = "", baseline: str = "", mode: str = "") -> Paired:
+def compare(
+    model: np.ndarray, reference: np.ndarray, *, label: str = "", baseline: str = "", mode: str = ""
+) -> Paired:
     """Paired statistics of `model` vs `reference`: boolean correctness over the same problems, same order."""
     model, reference = np.asarray(model, dtype=bool), np.asarray(reference, dtype=bool)
     if model.shape != reference.shape:

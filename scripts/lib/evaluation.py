@@ -15,6 +15,7 @@ from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
 from rewards.gsm8k import MODES, canonical_number, compute_score, extract_answer
+from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
         raise FileNotFoundError(
             f"no evaluation data at {path}; create it with `python data/prepare_gsm8k.py --output-dir {path.parent}`"
         )
-    rows = pq.read_table(path).to_pylist()
-    if limit is not None:
-        rows = rows[:limit]
+    rows = pq.read_table(path).to_pylist()[:limit]
+    if stale := stale_prompt(path.parent):
+        logger.warning("%s (evaluating with the current template)", stale)
     problems = [_problem(path, i, row) for i, row in enumerate(rows)]
     if not problems:
         raise ValueError(f"{path} has no rows to evaluate")
@@ -84,35 +85,22 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
 
 def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
     extra = row.get("extra_info") or {}
-    prompt = row.get("prompt")
-    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
-        prompt_content = prompt[-1].get("content", "")
-    else:
-        prompt_content = None
-    question = extra.get("question")
     if "reward_model" in row:  # verl RL schema
         truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
-    elif "completion" in row and row["completion"]:  # TRL prompt-completion schema
+    elif row.get("completion"):  # TRL prompt-completion schema
         truth = extract_answer(row["completion"][-1]["content"], "strict")
     else:
         raise ValueError(f"{path}, row {i}: expected a `reward_model` or `completion` column, got {sorted(row)}")
     if truth is None:
         raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
-    if question is None:
-        if prompt_content is None:
-            raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
-        return Problem(
-            int(extra.get("index", i)), prompt_content, truth, [{"role": "user", "content": prompt_content}]
-        )
-    messages = [user_message(question)]
-    if prompt_content is not None and prompt_content != messages[0]["content"] and i == 0:
-        logger.warning(
-            "%s was written with a different prompt than data/prompt.py (%s) now makes; evaluating with the current "
-            "template. Rebuild the data with `python data/prepare_gsm8k.py --force`.",
-            path,
-            PROMPT_VERSION,
-        )
-    return Problem(int(extra.get("index", i)), question, truth, messages)
+    index, question = int(extra.get("index", i)), extra.get("question")
+    if question is not None:
+        return Problem(index, question, truth, [user_message(question)])
+    prompt = row.get("prompt")
+    if not (isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict)):
+        raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
+    content = prompt[-1].get("content", "")
+    return Problem(index, content, truth, [{"role": "user", "content": content}])
 
 
 def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
