@@ -1,8 +1,8 @@
 """Capability check of one model: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
 
-    python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
-    python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
-    python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
+python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
+python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
+python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
 """
 
 from __future__ import annotations
