@@ -1,8 +1,10 @@
 """Capability check of one model: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
 
-python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
-python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
-python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
+    python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
+    python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
+    python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
+
+evaluate_all.py runs it once per model, in its own process, so vLLM frees the GPU when it exits.
 """
 
 from __future__ import annotations
