@@ -1,28 +1,13 @@
-"""Prepare GSM8K once for every stage: verl RL parquet, TRL SFT parquet and a manifest.
+"""Prepare GSM8K once for every stage: verl RL parquet, TRL SFT parquet and a manifest (README: "Data").
 
     python data/prepare_gsm8k.py                                  # hub openai/gsm8k (config main) -> data/gsm8k/
-    python data/prepare_gsm8k.py --source /mirror/gsm8k           # air-gapped copy: a directory of split files
+    python data/prepare_gsm8k.py --source /mirror/gsm8k           # a directory of split files, or a hub snapshot
     python data/prepare_gsm8k.py --source train.jsonl --test-source test.jsonl
-    docker compose exec verl python /workspace/data/prepare_gsm8k.py  # same, inside the stack
 
-`--source` is read with `datasets.load_dataset`, as verl's own examples/data_preprocess/gsm8k.py does:
-- a hub id (default `openai/gsm8k`, `--config main`, `--revision` to pin), cached under HF_HOME;
-- a directory of split files with `question` and `answer`: `train.jsonl` + `test.jsonl`, or the hub layout
-  `train-00000-of-00001.parquet` (shards in name order), or a hub snapshot whose files are in `<config>/`;
-- one `.jsonl` / `.json` / `.parquet` file: the TRAIN split; the test split then comes from `--test-source`
-  (without it test.parquet has zero rows: SFT and RL need only train and val).
-
-Outputs in `--output-dir` (default data/gsm8k): `train/val/test.parquet` in verl's RL schema (`data_source`,
-`prompt` = [data/prompt.py's user message], `ability`, `reward_model.ground_truth` canonical, `extra_info` with
-split, index in the source split, question, answer); `sft_train/sft_val.parquet` as TRL prompt-completion rows
-aligned with train/val (the reference solution without `<<...>>` annotations, ending in `#### N`);
-`manifest.json` (inputs, a sha256 of the input rows, prompt version, rows and sha256 per file).
-
-`val` is `--val-size` train problems chosen by a seeded hash of the question (same seed, same questions, however
-the rows are ordered); test is never used for selection. Every bad row (missing field, empty question, no `####`
-line, non-numeric answer) is reported with its file, line or row, split and index, and nothing is written. A
-rerun whose manifest matches does nothing; `--force` rebuilds, byte-identical. The output folder is written
-whole beside the old one and swapped in (scripts/lib/atomic.py), so a failed run leaves the previous outputs.
+`--source` is read with `datasets.load_dataset`, as verl's examples/data_preprocess/gsm8k.py does. `val` is
+`--val-size` train problems chosen by a seeded hash of the question. Bad rows are all reported with where they
+are, and nothing is written; a rerun whose manifest matches does nothing. The output folder is written whole
+beside the old one and swapped in (scripts/lib/atomic.py): an interrupted run leaves the previous outputs.
 """
 
 from __future__ import annotations
@@ -80,9 +65,6 @@ Row = tuple[str, dict[str, Any] | str]
 
 class DataError(Exception):
     """Bad input or an unusable source: the message says what, where and what to do."""
-
-
-# --------------------------------------------------------------------------------------------- reading
 
 
 def split_files(directory: Path) -> dict[str, list[Path]]:
@@ -219,9 +201,6 @@ def load_source(source: str, test_source: str | None, config: str, revision: str
     return load_hub(source, config, revision)
 
 
-# ------------------------------------------------------------------------------------------ validating
-
-
 def to_example(record: dict[str, Any] | str) -> dict[str, str] | str:
     """The validated problem (question, answer, ground_truth, completion), or why the record is bad."""
     if isinstance(record, str):
@@ -295,9 +274,6 @@ def split_train_val(train: Sequence[dict[str, Any]], val_size: int, seed: int) -
     return [e for e in train if e["index"] not in held_out], [e for e in train if e["index"] in held_out]
 
 
-# ---------------------------------------------------------------------------------------------- writing
-
-
 def build_tables(splits: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:
     """The five output tables, keyed by file name, from the train / val / test examples."""
     tables = {}
@@ -320,10 +296,6 @@ def build_tables(splits: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]
     return {name: tables[name] for name in OUTPUT_FILES}
 
 
-def _manifest_json(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def write_outputs(output_dir: Path, tables: dict[str, pa.Table], inputs: dict[str, Any]) -> None:
     """Write the parquet files and the manifest into a new folder that then replaces `output_dir` as a whole."""
     ours = {*OUTPUT_FILES, MANIFEST}
@@ -342,7 +314,7 @@ def write_outputs(output_dir: Path, tables: dict[str, pa.Table], inputs: dict[st
                 "rows": {name: table.num_rows for name, table in tables.items()},
                 "sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in tables},
             }
-            (tmp / MANIFEST).write_text(_manifest_json(manifest), encoding="utf-8")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     except OSError as e:
         raise DataError(
             f"cannot write {output_dir}: {e}. Check free space and that this user may write there "
@@ -363,9 +335,6 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
         (output_dir / n).is_file() and hashlib.sha256((output_dir / n).read_bytes()).hexdigest() == h
         for n, h in recorded.items()
     )
-
-
-# ------------------------------------------------------------------------------------------------- main
 
 
 def prepare(
@@ -419,16 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        prepare(
-            args.source,
-            args.output_dir,
-            val_size=args.val_size,
-            seed=args.seed,
-            test_source=args.test_source,
-            config=args.config,
-            revision=args.revision,
-            force=args.force,
-        )
+        prepare(**vars(args))
     except DataError as e:
         logger.error("%s", e)
         return 1

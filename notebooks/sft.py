@@ -1,26 +1,8 @@
-"""SFT of a chat model on GSM8K with TRL: the logic behind notebooks/sft_training.ipynb, importable and tested.
+"""SFT of a chat model on GSM8K with TRL: the tested logic behind notebooks/sft_training.ipynb, one step a function.
 
-The notebook reads top to bottom and calls these functions; each one does one step:
-
-    from notebooks import sft
-    cfg = sft.SFTRunConfig(model_path="Qwen/Qwen2.5-0.5B-Instruct")   # the notebook's parameters cell
-    files = sft.check_data(cfg)                 # missing parquet -> error with the data-prep command
-    run = sft.start_mlflow_run(cfg)             # one MLflow run for the whole notebook
-    before = sft.evaluate_model(cfg, cfg.model_path, "before")
-    model, tokenizer = sft.load_model(cfg)
-    trainer = sft.build_trainer(cfg, model, tokenizer, *sft.load_sft_datasets(cfg, files))
-    trainer.train(); sft.log_training_summary(trainer)
-    sft.save_checkpoint(trainer.model, tokenizer, cfg)
-    after = sft.evaluate_model(cfg, cfg.output_path, "after")
-    sft.write_manifest(cfg, run.info.run_id, after); sft.end_mlflow_run()
-
-Batching (`batching`): `packed` (default) packs prompt+completion sequences best-fit-decreasing into rows of
-`max_length` tokens and feeds them padding-free (TRL `packing=True, packing_strategy="bfd"`): every token the
-model processes is a real token. `padding_free` flattens each batch without packing; `padded` is classic
-right-padded batches (the baseline the benchmark compares against: scripts/bench_sft_packing.py).
-Loss is on the completion only (`completion_only_loss=True`). On a GPU: fp32 master weights with bf16
-autocast and FlashAttention-2 when `flash-attn` is installed (else SDPA, which transformers gives a
-block-diagonal mask from the packed `position_ids`: correct, slower); on CPU: fp32 and SDPA.
+Batching (`batching`): `packed` (default: TRL best-fit-decreasing packing fed padding-free), `padding_free`, or
+`padded` (the baseline scripts/bench_sft_packing.py measures against). Loss on the completion only. GPU: fp32
+master weights, bf16 autocast, FlashAttention-2 when installed (else SDPA); CPU: fp32 and SDPA.
 """
 
 from __future__ import annotations
@@ -31,8 +13,6 @@ import json
 import logging
 import os
 import shutil
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +30,7 @@ if TYPE_CHECKING:
     import datasets
     import mlflow
     import pandas as pd
-    import torch
     from matplotlib.figure import Figure
-    from torch.utils.data import DataLoader
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from trl import SFTTrainer
 
@@ -146,32 +124,21 @@ def load_sft_datasets(cfg: SFTRunConfig, files: dict[str, Path]) -> tuple[datase
     return read(files["sft_train"], cfg.max_samples), read(files["sft_val"], None)
 
 
-def attention_implementation() -> str:
-    """FlashAttention-2 on a GPU when flash-attn is installed (packed, padding-free batches run varlen), else SDPA."""
-    import torch
-    from transformers.utils import is_flash_attn_2_available
-
-    if torch.cuda.is_available():
-        if is_flash_attn_2_available():
-            return "flash_attention_2"
-        logger.warning(
-            "flash-attn is not installed: padding-free batches use SDPA with a block-diagonal mask "
-            "(correct, but slower); install flash-attn in the image for full speed"
-        )
-    return "sdpa"
-
-
 def load_model(cfg: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model in fp32 (bf16 autocast on GPU keeps fp32 master weights: 1e-5 updates would vanish in bf16)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import is_flash_attn_2_available
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     if tokenizer.chat_template is None:
         raise ValueError(f"{cfg.model_path} has no chat template; SFT data is chat-formatted, use an instruct model")
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model_path, dtype=torch.float32, attn_implementation=attention_implementation()
-    )
+    attention = "sdpa"
+    if torch.cuda.is_available() and is_flash_attn_2_available():
+        attention = "flash_attention_2"  # packed, padding-free batches run its variable-length kernel
+    elif torch.cuda.is_available():
+        logger.warning("flash-attn is not installed: SDPA with a block-diagonal mask (correct, slower)")
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_path, dtype=torch.float32, attn_implementation=attention)
     logger.info(
         "loaded %s: %.0fM parameters, attention %s",
         cfg.model_path,
@@ -179,79 +146,6 @@ def load_model(cfg: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
         model.config._attn_implementation,
     )
     return model, tokenizer
-
-
-class TokenCounter:
-    """Real (non-pad) tokens vs tokens the model processes in training batches, and real tokens per second.
-
-    The collator wrapper measures each batch as it is built; `consume()` books it when the trainer runs it
-    (the dataloader builds one batch ahead), so the rates follow the optimizer steps.
-    """
-
-    def __init__(self) -> None:
-        self.real = 0
-        self.processed = 0
-        self._pending: deque[tuple[int, int]] = deque()
-        self._last: tuple[int, float] | None = None
-
-    def wrap(self, collator: Any) -> Any:
-        def counting_collator(examples: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = collator(examples)
-            # Each example's input_ids are real tokens (a packed row is several whole sequences); the model
-            # processes the collated tensor, padding included.
-            self._pending.append((sum(len(ex["input_ids"]) for ex in examples), batch["input_ids"].numel()))
-            return batch
-
-        return counting_collator
-
-    def consume(self) -> None:
-        if self._last is None:
-            self._last = (0, time.perf_counter())
-        if self._pending:
-            real, processed = self._pending.popleft()
-            self.real += real
-            self.processed += processed
-
-    @property
-    def fraction(self) -> float:
-        return self.real / self.processed if self.processed else float("nan")
-
-    def snapshot(self) -> dict[str, float]:
-        """Cumulative real-token fraction, and real tokens/s since the previous snapshot."""
-        now = time.perf_counter()
-        last_real, last_time = self._last or (0, now)
-        rate = (self.real - last_real) / (now - last_time) if now > last_time else 0.0
-        self._last = (self.real, now)
-        return {"real_token_fraction": self.fraction, "tokens_per_second": rate}
-
-
-def _trainer_class() -> type[SFTTrainer]:
-    from trl import SFTTrainer
-
-    class TrackedSFTTrainer(SFTTrainer):
-        """SFTTrainer whose training batches are counted; training logs gain `real_token_fraction` and
-        `tokens_per_second`, so every reporter (MLflow, the notebook's log history) sees them."""
-
-        token_counter: TokenCounter
-
-        def get_train_dataloader(self) -> DataLoader:
-            collator = self.data_collator
-            self.data_collator = self.token_counter.wrap(collator)  # training batches only, not eval
-            try:
-                return super().get_train_dataloader()
-            finally:
-                self.data_collator = collator
-
-        def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-            self.token_counter.consume()
-            return super().training_step(*args, **kwargs)
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if "loss" in logs:
-                logs.update(self.token_counter.snapshot())
-            super().log(logs, start_time)
-
-    return TrackedSFTTrainer
 
 
 def build_trainer(
@@ -262,13 +156,9 @@ def build_trainer(
     eval_dataset: datasets.Dataset | None = None,
     report_to: tuple[str, ...] = ("mlflow",),
 ) -> SFTTrainer:
-    """A TRL SFTTrainer for `cfg`; `trainer.token_counter` measures the real-token fraction of training batches.
-
-    With `report_to=("mlflow",)`, transformers' MLflowCallback logs into the run `start_mlflow_run` opened (it
-    starts its own run only when none is active) and leaves ending it to us.
-    """
+    """A TRL SFTTrainer for `cfg`. Its MLflow callback logs into the run `start_mlflow_run` opened."""
     import torch
-    from trl import SFTConfig
+    from trl import SFTConfig, SFTTrainer
 
     check_output_dir(cfg)
     shutil.rmtree(_staging_dir(cfg), ignore_errors=True)  # left by an interrupted attempt
@@ -298,33 +188,12 @@ def build_trainer(
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         report_to=list(report_to),
-        dataloader_num_workers=0,  # the token counter runs in the collator, in this process
+        include_num_input_tokens_seen="non_padding",  # logs num_input_tokens_seen and train_tokens_per_second
         dataloader_pin_memory=cuda,
     )
-    trainer = _trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
+    return SFTTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer
     )
-    trainer.token_counter = TokenCounter()
-    return trainer
-
-
-def measure_batching(trainer: SFTTrainer) -> dict[str, float]:
-    """Build one epoch of the trainer's training batches (no training step): real vs processed tokens."""
-    counter = trainer.token_counter = TokenCounter()
-    batches = 0
-    for _ in trainer.get_train_dataloader():
-        counter.consume()
-        batches += 1
-    return {
-        "batches": batches,
-        "real_tokens": counter.real,
-        "processed_tokens": counter.processed,
-        "real_token_fraction": counter.fraction,
-    }
 
 
 def _staging_dir(cfg: SFTRunConfig) -> Path:
@@ -386,7 +255,6 @@ def evaluate_model(cfg: SFTRunConfig, model: str | Path, stage: str) -> evaluati
         limit=cfg.eval_samples,
         max_new_tokens=cfg.eval_max_new_tokens,
         batch_size=cfg.eval_batch_size,
-        seed=cfg.seed,
     )
     if mlflow.active_run() is not None:
         evaluation.log_to_mlflow(result, f"val_{stage}")
@@ -394,19 +262,18 @@ def evaluate_model(cfg: SFTRunConfig, model: str | Path, stage: str) -> evaluati
 
 
 def log_training_summary(trainer: SFTTrainer) -> dict[str, float]:
-    """Real-token fraction, real tokens/s, final loss and peak GPU memory of the finished run, logged to MLflow."""
+    """Steps, real tokens (TRL's count), real tokens/s, final loss and peak GPU memory, logged to MLflow."""
     import mlflow
     import torch
 
     state = trainer.state
     runtime = next((h["train_runtime"] for h in reversed(state.log_history) if "train_runtime" in h), float("nan"))
     losses = [h["loss"] for h in state.log_history if "loss" in h]
-    counter: TokenCounter = trainer.token_counter
+    tokens = state.num_input_tokens_seen
     summary = {
         "train_steps": float(state.global_step),
-        "train_real_tokens": float(counter.real),
-        "train_real_token_fraction": counter.fraction,
-        "train_tokens_per_second": counter.real / runtime if runtime and runtime > 0 else float("nan"),
+        "train_real_tokens": float(tokens),
+        "train_real_tokens_per_second": tokens / runtime if runtime and runtime > 0 else float("nan"),
         "train_final_loss": losses[-1] if losses else float("nan"),
     }
     if torch.cuda.is_available():
@@ -507,18 +374,10 @@ def side_by_side(before: evaluation.EvalResult, after: evaluation.EvalResult, k:
     """The first `k` val problems: answer, and the response before and after SFT."""
     import pandas as pd
 
-    rows = [
-        {
-            "question": b["question"],
-            "answer": b["ground_truth"],
-            "before": b["response"],
-            "before_strict_ok": b["correct_strict"],
-            "after": a["response"],
-            "after_strict_ok": a["correct_strict"],
-        }
-        for b, a in zip(before.samples[:k], after.samples[:k], strict=True)
-    ]
-    return pd.DataFrame(rows)
+    b, a = pd.DataFrame(before.samples[:k]), pd.DataFrame(after.samples[:k])
+    return pd.DataFrame({"question": b["question"], "answer": b["ground_truth"], "before": b["response"],
+                         "before_strict_ok": b["correct_strict"], "after": a["response"],
+                         "after_strict_ok": a["correct_strict"]})  # fmt: skip
 
 
 def free_gpu_memory() -> str:

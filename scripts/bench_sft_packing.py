@@ -3,15 +3,10 @@
     python scripts/bench_sft_packing.py                      # fixture + tiny offline model, ~30 s on CPU
     python scripts/bench_sft_packing.py --model Qwen/Qwen2.5-0.5B-Instruct --data-dir data/gsm8k
 
-For each batching mode of the SFT notebook (notebooks/sft.py: `padded`, `padding_free`, `packed`) it builds
-the notebook's own TRL SFTTrainer and collates one epoch of training batches, without training: a real
-token is one of an example's prompt+completion tokens; a processed token is an element of the collated
-`input_ids` the model runs on (padding included). Prints the modes side by side.
-
-Without `--data-dir`, the fixture (tests/fixtures/gsm8k_sample.jsonl) is prepared with
-data/prepare_gsm8k.py into a temporary directory; without `--model`, a tiny random Qwen2 with a ChatML
-tokenizer is built offline (scripts/lib/tiny_model.py). Token counts then come from the tiny tokenizer, so they
-are smaller than Qwen's, but the fractions behave the same way.
+For each batching mode of notebooks/sft.py it builds the notebook's own SFTTrainer and collates one epoch of
+training batches without training. A real token is one of an example's prompt+completion tokens; a processed
+token is an element of the collated `input_ids` (padding included). Defaults: the fixture, prepared into a
+temporary folder, and a tiny offline Qwen2 (smaller token counts than Qwen's, the same fractions).
 """
 
 from __future__ import annotations
@@ -23,10 +18,34 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from notebooks import sft
 from scripts.lib.paths import REPO_ROOT
 from scripts.lib.tiny_model import FIXTURE, build_tiny_model
+
+if TYPE_CHECKING:
+    from trl import SFTTrainer
+
+
+def measure_batching(trainer: SFTTrainer) -> dict[str, float]:
+    """Collate one epoch of the trainer's training batches (no training step): real vs processed tokens."""
+    collate, real, processed, batches = trainer.data_collator, 0, 0, 0
+
+    def counting(examples: list[dict[str, Any]]) -> dict[str, Any]:
+        nonlocal real
+        real += sum(len(e["input_ids"]) for e in examples)  # a packed row is several whole sequences
+        return collate(examples)
+
+    trainer.data_collator = counting
+    try:
+        for batch in trainer.get_train_dataloader():
+            processed += batch["input_ids"].numel()
+            batches += 1
+    finally:
+        trainer.data_collator = collate
+    return {"batches": batches, "real_tokens": real, "processed_tokens": processed,
+            "real_token_fraction": real / processed if processed else float("nan")}  # fmt: skip
 
 
 def fixture_data(workdir: Path) -> Path:
@@ -77,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in reversed(sft.BATCHING):  # padded, padding_free, packed
             cfg = sft.SFTRunConfig(**{**vars(base), "batching": mode, "output_dir": str(workdir / mode)})
             trainer = sft.build_trainer(cfg, model, tokenizer, train_dataset, report_to=())
-            results[mode] = sft.measure_batching(trainer)
+            results[mode] = measure_batching(trainer)
 
     print(
         f"\nSFT batches, one epoch of {len(train_dataset)} examples ({model_name}; "

@@ -4,8 +4,7 @@
     python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
     python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
 
-evaluate_all.py runs it once per model, in its own process (vLLM frees the GPU when it exits), and the
-report compares the models against base (scripts/lib/capability.py says how a drop is flagged).
+evaluate_all.py runs it once per model, in its own process, so vLLM frees the GPU when it exits.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ decodes and scores: scripts/lib/evaluation.py (the SFT notebook evaluates with t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -34,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="write accuracy, intervals and every generation to this JSON file")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--batch-size", type=int, default=64, help="hf backend: prompts per generate call")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm backend")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
     parser.add_argument("--mlflow-experiment", help="also log a run to MLflow (MLFLOW_TRACKING_URI) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -50,14 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
-            seed=args.seed,
             gpu_memory_utilization=args.gpu_memory_utilization,
-            tensor_parallel_size=args.tensor_parallel_size,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    payload = {**result.to_dict(), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    payload = {**dataclasses.asdict(result), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
     if args.output:
         atomic_write(args.output, json.dumps(payload, indent=2) + "\n")
         logger.info("wrote %s", args.output)
@@ -66,16 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
         mlflow.set_experiment(args.mlflow_experiment)
         with mlflow.start_run(run_name=f"eval-{Path(str(args.model)).name}-{Path(args.data).stem}"):
-            mlflow.log_params(
-                {
-                    "model": args.model,
-                    "data": args.data,
-                    "backend": result.backend,
-                    "n": result.n,
-                    "max_new_tokens": args.max_new_tokens,
-                    "prompt_version": PROMPT_VERSION,
-                }
-            )
+            params = {"model": args.model, "data": args.data, "backend": result.backend, "n": result.n}
+            mlflow.log_params({**params, "max_new_tokens": args.max_new_tokens, "prompt_version": PROMPT_VERSION})
             mlflow.set_tags({"stage": "eval", "model_path": str(args.model)})
             log_to_mlflow(result, Path(args.data).stem)
     print(result.summary())

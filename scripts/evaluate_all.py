@@ -1,32 +1,14 @@
-"""Evaluate base, SFT, PPO and GRPO on the GSM8K test split, then write the comparison report.
+"""Evaluate base, SFT, PPO and GRPO on the GSM8K test split, check capabilities, write the report (README).
 
     docker compose exec verl python evaluate_all.py                 # vLLM on a GPU, all 1319 test problems
     LIMIT=50 BACKEND=hf python scripts/evaluate_all.py              # quick look on a laptop (transformers, CPU)
     FORCE=1 python scripts/evaluate_all.py --max-new-tokens 1024    # other arguments go to every evaluate.py call
 
-Models, each skipped with the reason when it is not there:
-  base  BASE_MODEL (default Qwen/Qwen2.5-0.5B-Instruct, from the HF cache)
-  sft   SFT_MODEL, else `path` in models/sft/latest.json (the SFT notebook's manifest)
-  ppo   PPO_MODEL, else the newest checkpoint of the verl experiment PPO_EXPERIMENT (a folder name under
-        models/rl/ or a path; default: the most recently written models/rl/ppo-* folder, the name run_ppo.sh
-        gives it): global_step_N/actor/huggingface, N from latest_checkpointed_iteration.txt
-  grpo  the same with GRPO_MODEL / GRPO_EXPERIMENT / models/rl/grpo-*
-
-Each model is evaluated by its own `scripts/evaluate.py` process, so vLLM hands the GPU back between models,
-then checked for capability regressions by its own `scripts/capability.py` process (ARC-Challenge, HellaSwag,
-MMLU through lm-evaluation-harness; the suite is scripts/capability.yaml, or CAPABILITY_SUITE; CAPABILITY=0
-skips it) into models/eval/<label>.capability.json, which the report compares against base.
-Outputs: models/eval/<label>.json, then models/eval/report/{report.md,report.json,accuracy.png}
-(scripts/report.py), also logged as one MLflow run in EVAL_EXPERIMENT (default gsm8k-eval) when
-MLFLOW_TRACKING_URI is set. A label whose JSON was made from the same model, data and LIMIT is not evaluated
-again (an interrupted run resumes); FORCE=1 re-evaluates everything. A label whose model is gone but whose
-JSON exists stays in the report.
-
-Environment (all optional): DATA_DIR (default <repo>/data/gsm8k; prepared from GSM8K_SOURCE if test.parquet is
-missing), BACKEND (auto|vllm|hf), LIMIT (first N problems), FORCE (1 = re-evaluate), MODELS (default
-"base sft ppo grpo"), MODELS_DIR (default <repo>/models), SFT_MANIFEST, RL_DIR, EVAL_DIR (default
-$MODELS_DIR/eval), REPORT_DIR (default $EVAL_DIR/report), PYTHON (default: this interpreter), CAPABILITY
-(0 = skip the capability check), CAPABILITY_SUITE (default scripts/capability.yaml).
+One scripts/evaluate.py and one scripts/capability.py process per model (vLLM frees the GPU when it exits),
+then scripts/report.py. A model that is not there is skipped with the reason; a current result is reused.
+Environment (all optional): DATA_DIR, GSM8K_SOURCE, BACKEND, LIMIT, FORCE, MODELS, MODELS_DIR, SFT_MANIFEST,
+RL_DIR, EVAL_DIR, REPORT_DIR, PYTHON, CAPABILITY (0 skips), CAPABILITY_SUITE, EVAL_EXPERIMENT, BASE_MODEL,
+SFT_MODEL, PPO_MODEL/GRPO_MODEL, PPO_EXPERIMENT/GRPO_EXPERIMENT.
 """
 
 from __future__ import annotations
@@ -120,7 +102,11 @@ def check_capability(
 ) -> bool:
     """Run scripts/capability.py for one model unless its result is current; False when it failed."""
     out = eval_dir / f"{label}.capability.json"
-    if out.is_file() and not force and not capability_stale(out, model, suite):
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    if not force and same_path(previous.get("model"), model) and previous.get("suite") == suite:
         print(f"== {label}: capability check {out} is up to date")
         return True
     print(f"== {label}: capability check of {model} ({', '.join(suite)})", flush=True)
@@ -129,15 +115,6 @@ def check_capability(
     if code != 0:
         print(f"error: the capability check of {label} ({model}) failed with exit code {code}", file=sys.stderr)
     return code == 0
-
-
-def capability_stale(result_file: Path, model: str, suite: dict) -> bool:
-    """True unless `result_file` is a capability check of `model` with exactly `suite`."""
-    try:
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return not same_path(result.get("model"), model) or result.get("suite") != suite
 
 
 def main(argv: list[str] | None = None) -> int:

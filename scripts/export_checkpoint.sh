@@ -10,8 +10,8 @@
 # global_step_N folder, or its actor/ folder. TARGET defaults to <global_step_N>/actor/huggingface,
 # where verl writes Hugging Face weights itself when actor.checkpoint.save_contents has hf_model
 # (the verl_configs default): then nothing needs merging and this only says where the model is (or
-# copies it to TARGET). Otherwise it runs `python -m verl.model_merger merge --backend fsdp` into a
-# temporary folder and moves the result into place, so TARGET is never half-written.
+# copies it to TARGET). Otherwise it runs `python -m verl.model_merger merge --backend fsdp`. Either way
+# TARGET is written whole beside itself and swapped in: never half-written, even under kill -9.
 # Env: PYTHON (default python3), the interpreter with verl installed.
 set -euo pipefail
 
@@ -40,32 +40,29 @@ fi
     die "${src} is not an FSDP actor checkpoint (no fsdp_config.json): pass models/rl/<experiment>, a global_step_N folder or its actor/ folder"
 
 hf_dir="${src}/huggingface"
-target="${target:-${hf_dir}}"
+target="$(realpath -m -- "${target:-${hf_dir}}")" # absolute: the merge below runs from the repo root
 if compgen -G "${hf_dir}/*.safetensors" >/dev/null; then
     if [[ "${target}" -ef "${hf_dir}" ]]; then
         echo "Hugging Face weights already saved with the checkpoint (hf_model): ${hf_dir}"
         exit 0
     fi
     [[ ! -e "${target}" ]] || die "${target} already exists: remove it or pick another TARGET"
-    mkdir -p "$(dirname "${target}")"
-    cp -r "${hf_dir}" "${target}.partial.$$"
-    mv "${target}.partial.$$" "${target}"
-    echo "Hugging Face model: ${target} (copied from ${hf_dir})"
-    exit 0
 fi
-
-# Merge the FSDP shards into a temporary folder next to TARGET, then swap it into place.
-mkdir -p "$(dirname "${target}")"
-partial="$(mktemp -d "${target%/}.partial.XXXXXX")"
-trap 'rm -rf "${partial}"' EXIT
-"${python}" -m verl.model_merger merge --backend fsdp --local_dir "${src}" --target_dir "${partial}"
-compgen -G "${partial}/*.safetensors" >/dev/null || die "verl.model_merger wrote no weights into ${partial}"
-if [[ -e "${target}" ]]; then
-    mv "${target}" "${partial}.old"
-    mv "${partial}" "${target}"
-    rm -rf "${partial}.old"
-else
-    mv "${partial}" "${target}"
-fi
-trap - EXIT
+# Copy the saved weights, or merge the FSDP shards with verl's merger, into a temporary folder beside TARGET
+# that then replaces it in one rename (scripts/lib/atomic.py): an interrupted export leaves TARGET as it was.
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+"${python}" - "${src}" "${hf_dir}" "${target}" <<'PY'
+import shutil, subprocess, sys
+from pathlib import Path
+from scripts.lib.atomic import atomic_dir
+src, hf_dir, target = sys.argv[1:]
+with atomic_dir(target, replace=True) as tmp:
+    if any(Path(hf_dir).glob("*.safetensors")):
+        shutil.copytree(hf_dir, tmp, dirs_exist_ok=True)
+    else:
+        merge = ["-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", src, "--target_dir", tmp]
+        subprocess.run([sys.executable, *merge], check=True)
+        if not any(tmp.glob("*.safetensors")):
+            sys.exit(f"error: verl.model_merger wrote no weights into {tmp}")
+PY
 echo "Hugging Face model: ${target}"

@@ -155,26 +155,23 @@ def render_chart(report: dict[str, Any]) -> bytes | None:
     """PNG: accuracy per model and mode with 95% Wilson error bars; beside it, the paired differences to the
     baseline with their 95% Newcombe intervals. None where matplotlib is not installed."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     colors = {"strict": "#1f77b4", "flexible": "#ff7f0e"}
     models, comparisons = report["models"], report["comparisons"]
     panels = 2 if comparisons else 1
-    fig, axes = plt.subplots(1, panels, figsize=((2.5 + 1.0 * len(models)) * panels, 4.4), dpi=120, squeeze=False)
+    fig = Figure(figsize=((2.5 + 1.0 * len(models)) * panels, 4.4), dpi=120)
+    axes = fig.subplots(1, panels, squeeze=False)
     ax = axes[0][0]
     x = np.arange(len(models))
     width = 0.38
     for k, mode in enumerate(MODES):
         acc = np.array([100 * m["accuracy"][mode] for m in models])
-        lo = np.array([100 * m["ci95"][mode][0] for m in models])
-        hi = np.array([100 * m["ci95"][mode][1] for m in models])
+        ci = np.array([m["ci95"][mode] for m in models]).T * 100
         pos = x + (k - 0.5) * width
-        ax.bar(pos, acc, width, yerr=[acc - lo, hi - acc], capsize=4, color=colors[mode], label=mode)
-        for px, value, top in zip(pos, acc, hi, strict=True):
+        ax.bar(pos, acc, width, yerr=np.abs(ci - acc), capsize=4, color=colors[mode], label=mode)
+        for px, value, top in zip(pos, acc, ci[1], strict=True):
             ax.text(px, top + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [m["label"] for m in models])
     ax.set_ylabel("accuracy (%)")
@@ -188,10 +185,9 @@ def render_chart(report: dict[str, Any]) -> bytes | None:
         for k, mode in enumerate(MODES):
             rows = [next(c for c in comparisons if c["label"] == label and c["mode"] == mode) for label in others]
             diff = np.array([100 * c["diff"] for c in rows])
-            lo = np.array([100 * c["ci95_newcombe"][0] for c in rows])
-            hi = np.array([100 * c["ci95_newcombe"][1] for c in rows])
+            ci = np.array([c["ci95_newcombe"] for c in rows]).T * 100
             pos = np.arange(len(others)) + (k - 0.5) * 0.3
-            ax.errorbar(pos, diff, yerr=[diff - lo, hi - diff], fmt="o", capsize=4, color=colors[mode], label=mode)
+            ax.errorbar(pos, diff, yerr=np.abs(ci - diff), fmt="o", capsize=4, color=colors[mode], label=mode)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(others)), others)
         ax.set_xlim(-0.6, len(others) - 0.4)
@@ -202,29 +198,23 @@ def render_chart(report: dict[str, Any]) -> bytes | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 
 def write_report(report: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
     """Write report.md, report.json and accuracy.png (when matplotlib is there); return what was written."""
-    output_dir = Path(output_dir)
-    written = {}
-    chart = render_chart(report)
-    if chart is None:
+    contents = {"chart": render_chart(report), "json": json.dumps(report, indent=2) + "\n"}
+    contents["markdown"] = render_markdown(report)
+    if contents["chart"] is None:
+        del contents["chart"]
         logger.warning(
             "matplotlib is not installed here: no %s (the table and JSON are complete); draw it with "
             "`docker compose exec jupyter python /workspace/scripts/report.py ...` or `pip install matplotlib`",
             FILES["chart"],
         )
-    else:
-        atomic_write(output_dir / FILES["chart"], chart)
-        written["chart"] = output_dir / FILES["chart"]
-    atomic_write(output_dir / FILES["json"], json.dumps(report, indent=2) + "\n")
-    written["json"] = output_dir / FILES["json"]
-    atomic_write(output_dir / FILES["markdown"], render_markdown(report))
-    written["markdown"] = output_dir / FILES["markdown"]
-    return written
+    for kind, data in contents.items():
+        atomic_write(Path(output_dir) / FILES[kind], data)
+    return {kind: Path(output_dir) / FILES[kind] for kind in contents}
 
 
 def report_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -258,14 +248,8 @@ def log_to_mlflow(
     mlflow.set_experiment(experiment)
     run_name = "report-" + "-".join(m["label"] for m in report["models"]) + f"-{Path(report['data_file']).stem}"
     with mlflow.start_run(run_name=run_name) as run:
-        params = {
-            "data_file": report["data_file"],
-            "n": report["n"],
-            "prompt_version": report["prompt_version"],
-            "max_new_tokens": report["max_new_tokens"],
-            "baseline": report["baseline"],
-            "labels": ",".join(m["label"] for m in report["models"]),
-        }
+        params = {k: report[k] for k in ("data_file", "n", "prompt_version", "max_new_tokens", "baseline")}
+        params["labels"] = ",".join(m["label"] for m in report["models"])
         params.update({f"model_{m['label']}": m["model"] for m in report["models"]})
         mlflow.log_params(params)
         mlflow.set_tags({"stage": "report", "mlflow.note.content": render_markdown(report)})

@@ -2,11 +2,8 @@
 
     python scripts/report_card.py                 # speedrun.sh runs it in the verl container at the end
 
-Prints GSM8K accuracy (strict and flexible, 95% intervals) of base, SFT, PPO and GRPO from the evaluation
-report, the capability check when the report has one, and wall time and GPU hours per stage (GPU hours:
-SFT and evaluation use one GPU, RL uses N_GPUS x NNODES; 0 on the CPU stack). Then logs one run to the
-MLflow experiment `gsm8k-pipeline` with those numbers and tags linking the stage runs (SFT, PPO, GRPO,
-report), unless MLflow is unreachable (the card is printed either way).
+Prints the evaluation report's accuracies (and capability check), wall time and GPU hours per stage, then logs
+one run to the MLflow experiment `gsm8k-pipeline` tagged with the stage runs, when MLflow is reachable.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
-"""Lock files of the images: how each is resolved, a check that it is current, and an install check.
-
-Each image's Python dependencies are listed in `services/<image>/requirements.in` and pinned, with hashes,
-in `services/<image>/requirements.lock`, resolved by uv for linux x86_64 (manylinux_2_28) and the Python of
-the image's base. The GPU base of verl and jupyter (verlai/verl:vllm024.dev2) already ships a CUDA build of
-torch, vLLM and flash-attn: those are resolved against the base image's versions but not emitted, so
-installing the lock never replaces the CUDA stack the base image built (see IMAGES below). The CPU variant
-of an image (`<image>-cpu`: requirements-cpu.in -> requirements-cpu.lock) is resolved for Debian bookworm's
-Python 3.11 with PyTorch's CPU build, which its lock does pin; mlflow's one lock serves both variants.
+"""Lock files of the images: resolve each `services/<image>/requirements*.in`, check a lock is current, verify an
+install. Locks are resolved by uv for linux x86_64 and the base image's Python; on the GPU base (verl and jupyter)
+the CUDA stack the base built is resolved against but not emitted, so installing a lock never replaces it.
 
     python services/locks.py compile [IMAGE ...]   # re-resolve requirements.lock (keeps current pins)
     python services/locks.py check [IMAGE ...]     # exit 1 and print a diff if a lock is stale or unresolvable
     python services/locks.py verify LOCK [--base NAME==VERSION ...]   # in an image: is LOCK installed exactly?
 
-`compile` and `check` need uv (`.venv/bin/uv`, or `UV=/path/to/uv`) and PyPI. `verify` uses only the
-standard library: the Dockerfiles run it after `pip install --no-deps --require-hashes -r requirements.lock`.
+`compile` and `check` need uv (`.venv/bin/uv`, or `UV=/path/to/uv`) and PyPI; `verify` only the standard library.
 """
 
 from __future__ import annotations
@@ -41,10 +34,8 @@ INDEX_URL = "https://pypi.org/simple"
 # Move it forward deliberately when upgrading, then run `compile`.
 EXCLUDE_NEWER = "2026-11-21T00:00:00Z"
 
-# Compiled CUDA code the verl base image (verlai/verl:vllm024.dev2) built and tuned together: torch 2.11.0+cu130,
-# vLLM 0.24.0 with its kernels, flash-attn 2.8.3 compiled against that torch, cuDNN/NCCL upgraded to match the
-# system libraries. They take part in the resolution (so everything else is compatible with them) but are not
-# written to the lock, so `pip install -r requirements.lock` leaves them as the base image has them.
+# The CUDA stack verlai/verl:vllm024.dev2 built together (torch 2.11.0+cu130, vLLM 0.24.0, flash-attn 2.8.3, ...):
+# resolved against, never written to the lock, so installing the lock leaves them as the base has them.
 VERL_BASE_OWNED = (
     "torch torchvision torchaudio torchcodec triton vllm flash-attn flashinfer-python flashinfer-cubin "
     "tilelang apache-tvm-ffi torch-c-dlpack-ext humming-kernels quack-kernels tokenspeed-mla "
@@ -66,21 +57,10 @@ class ImageLock:
     base: tuple[str, ...] = ()  # NAME==VERSION the base image provides; constraints, checked by `verify`
     not_emitted: tuple[str, ...] = field(default=())
 
-    @property
-    def cpu(self) -> bool:
-        return self.name.endswith("-cpu")
-
-    @property
-    def folder(self) -> Path:
-        return SERVICES / self.name.removesuffix("-cpu")
-
-    @property
-    def requirements_in(self) -> Path:
-        return self.folder / ("requirements-cpu.in" if self.cpu else "requirements.in")
-
-    @property
-    def lock(self) -> Path:
-        return self.folder / ("requirements-cpu.lock" if self.cpu else "requirements.lock")
+    cpu = property(lambda self: self.name.endswith("-cpu"))
+    folder = property(lambda self: SERVICES / self.name.removesuffix("-cpu"))
+    requirements_in = property(lambda self: self.folder / f"requirements{'-cpu' * self.cpu}.in")
+    lock = property(lambda self: self.folder / f"requirements{'-cpu' * self.cpu}.lock")
 
 
 IMAGES = {
@@ -93,8 +73,7 @@ IMAGES = {
     # The jupyter image is built on the verl image's base: the same torch/CUDA, left to the base the same way.
     "jupyter": ImageLock("jupyter", python="3.12", base=("torch==2.11.0",), not_emitted=tuple(VERL_BASE_OWNED)),
     "mlflow": ImageLock("mlflow", python="3.11"),
-    # The CPU variant: Debian bookworm's Python 3.11 and PyTorch's CPU build, which the lock pins with the
-    # hash of PyTorch's own wheel (found in LOCAL_WHEELS where this machine has it, else on PyTorch's CPU index).
+    # CPU variants: Debian bookworm's Python 3.11 and PyTorch's CPU build (from LOCAL_WHEELS or its CPU index).
     "verl-cpu": ImageLock("verl-cpu", python="3.11"),
     "jupyter-cpu": ImageLock("jupyter-cpu", python="3.11"),
 }
@@ -159,18 +138,16 @@ def write_preferences(lock: Path, output: Path) -> None:
 
 
 def compile_locks(names: list[str]) -> None:
+    from scripts.lib.atomic import atomic_write  # not at the top: `verify` runs in images without the repo
+
     for name in names:
         image = IMAGES[name]
-        fd, tmp = tempfile.mkstemp(dir=image.folder, prefix=".requirements.lock.")
-        os.close(fd)
-        tmp_path = Path(tmp)
-        try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = Path(tmp) / "requirements.lock"
             if image.lock.exists():
-                write_preferences(image.lock, tmp_path)
-            resolve(image, tmp_path)
-            tmp_path.replace(image.lock)  # nothing half-written: rename into place only after success
-        finally:
-            tmp_path.unlink(missing_ok=True)
+                write_preferences(image.lock, fresh)
+            resolve(image, fresh)
+            atomic_write(image.lock, fresh.read_bytes())  # nothing half-written: replaced only after success
         log.info("wrote %s", image.lock.relative_to(REPO_ROOT))
 
 

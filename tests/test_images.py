@@ -255,7 +255,7 @@ def test_dockerignore_admits_the_copied_files_and_nothing_secret_or_large():
 
 
 IMAGE_SCRIPTS = ["services/verl/ray-node.sh", "services/verl/prefetch.sh", "services/mlflow/entrypoint.sh",
-                 "services/entrypoint.sh", "services/install_lock.sh"]  # fmt: skip
+                 "services/entrypoint.sh", "services/install_lock.sh", "services/shared_user.sh"]  # fmt: skip
 
 
 @pytest.mark.parametrize("script", IMAGE_SCRIPTS)

@@ -51,7 +51,7 @@ def write_result(
     questions: dict[int, str] | None = None,
     **fields,
 ) -> Path:
-    """A result file shaped exactly like evaluate.py's (`EvalResult.to_dict()`), with chosen outcomes."""
+    """A result file shaped exactly like evaluate.py's (`dataclasses.asdict(EvalResult)`), with chosen outcomes."""
     strict = [bool(x) for x in strict]
     flexible = strict if flexible is None else [bool(x) for x in flexible]
     indices = list(range(len(strict))) if indices is None else indices

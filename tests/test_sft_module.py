@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from notebooks import sft
+from scripts.bench_sft_packing import measure_batching
 from scripts.lib import evaluation as ev
 
 
@@ -81,7 +82,7 @@ def test_packing_feeds_only_real_tokens(tiny_run):
     for mode in sft.BATCHING:
         mode_cfg = sft.SFTRunConfig(**{**vars(cfg), "batching": mode})
         trainer = sft.build_trainer(mode_cfg, model, tokenizer, train_dataset, report_to=())
-        measured[mode] = sft.measure_batching(trainer)
+        measured[mode] = measure_batching(trainer)
     assert measured["packed"]["real_token_fraction"] == 1.0  # target: >= 0.95
     assert measured["padding_free"]["real_token_fraction"] == 1.0
     assert measured["padded"]["real_token_fraction"] < 0.97  # the fixture's lengths vary: padding costs

@@ -159,8 +159,9 @@ def test_one_mlflow_run_holds_metrics_params_and_artifacts(executed, tmp_path):
 
     metrics = run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
-    assert {"learning_rate", "tokens_per_second", "train_tokens_per_second"} <= metrics.keys()
-    assert metrics["real_token_fraction"] >= 0.95 and metrics["train_real_token_fraction"] >= 0.95
+    assert {"learning_rate", "train_tokens_per_second", "train_real_tokens_per_second"} <= metrics.keys()
+    # TRL's and transformers' own counts of real (non-pad) training tokens agree; the fraction is the benchmark's
+    assert metrics["num_tokens"] == metrics["num_input_tokens_seen"] == metrics["train_real_tokens"] > 0
     for stage in ("before", "after"):
         for mode in ("strict", "flexible"):
             assert 0.0 <= metrics[f"val_{stage}/accuracy_{mode}"] <= 1.0

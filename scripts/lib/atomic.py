@@ -1,8 +1,9 @@
 """Write a file or a folder so that readers see the old version or the new one, never half of either.
 
-Both write beside the target (same filesystem, so the final rename is atomic), fsync what they wrote, and
-remove their temporary copy on any error. Permissions come from the process umask (0002 in the stack's
-containers, so files are group-writable for every container user), never a blanket 0666/0777.
+Both write beside the target (same filesystem), fsync what they wrote and swap it in with one rename (a folder
+that exists is exchanged with renameat2 RENAME_EXCHANGE where the filesystem has it). On error the temporary copy
+is removed; one left by a killed writer is removed by the next write to the same target on this host. Permissions
+come from the process umask (0002 in the stack's containers: group-writable), never a blanket 0666/0777.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -15,32 +16,69 @@ containers, so files are group-writable for every container user), never a blank
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import secrets
 import shutil
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
 
 def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """A hidden sibling of `path` naming this host and process: `.NAME.HOST-PID.HEX.tmp`. Stale ones of dead
+    processes on this host are removed first (a kill -9 leaves them)."""
+    prefix = f".{path.name}.{socket.gethostname()}-"
+    for stale in path.parent.iterdir() if path.parent.is_dir() else ():
+        pid = stale.name.removeprefix(prefix).split(".", 1)[0]
+        if stale.name.startswith(prefix) and stale.name.endswith(".tmp") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink(missing_ok=True)
+    return path.with_name(f"{prefix}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _swap(tmp: Path, path: Path) -> Path | None:
+    """Put `tmp` at `path` in one step; returns where the old folder went (to delete), if there was one."""
+    if path.is_dir() and not path.is_symlink():
+        renameat2, at_fdcwd, rename_exchange = getattr(_LIBC, "renameat2", None), -100, 2
+        if renameat2 and renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(path), rename_exchange) == 0:
+            return tmp  # now holds the old folder
+        if renameat2 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(path))
+        old = _temp_name(path)  # no exchange on this filesystem: two renames, `path` briefly absent
+        os.rename(path, old)
+        os.rename(tmp, path)
+        return old
+    os.replace(tmp, path)
+    return None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Replace `path` with `data` (str is UTF-8 encoded); parent folders are created as needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
     tmp = _temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 minus the umask, like open()
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _swap(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -80,11 +118,7 @@ def atomic_dir(path: str | os.PathLike[str], replace: bool = False) -> Iterator[
     try:
         yield tmp
         _settle(tmp)
-        old = None
-        if path.exists():
-            old = _temp_name(path)
-            os.rename(path, old)
-        os.rename(tmp, path)
+        old = _swap(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

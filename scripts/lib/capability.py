@@ -1,13 +1,8 @@
-"""Capability regression check: general benchmarks through lm-evaluation-harness, next to the GSM8K numbers.
+"""Capability regression check: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
 
-Post-training on GSM8K can quietly damage what the model could do before. `run_suite` scores one model on
-the tasks of a suite file (scripts/capability.yaml: ARC-Challenge, HellaSwag, MMLU with their few-shot
-settings and limits) and `compare` puts every model next to `base`: a drop is flagged when it exceeds
-1.96 standard errors of the difference, sqrt(se_model^2 + se_base^2). The models answer the same questions,
-so that unpaired error is an overestimate: a flag is a real drop, and a small real drop may go unflagged.
-
-A suite task is a harness task name (data from the hub, or from the HF cache filled by the setup profile),
-or `file:` a harness YAML task whose relative `data_files` sit next to it (the offline tests use one).
+`run_suite` scores one model on a suite; `compare` puts every model next to `base` and flags a change beyond
+1.96 standard errors of the difference, sqrt(se_model^2 + se_base^2) (unpaired, so generous: a flag is real).
+A suite task is a harness task name, or `file:` a harness YAML task whose relative `data_files` sit beside it.
 
     >>> rows = compare({"base": {"arc": {"value": 0.40, "stderr": 0.02}},
     ...                 "grpo": {"arc": {"value": 0.30, "stderr": 0.02}}})

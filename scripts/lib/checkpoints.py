@@ -1,10 +1,8 @@
 """Find what training left behind: the SFT checkpoint its manifest names, and the newest RL checkpoint.
 
-- SFT: notebooks/sft_training.ipynb writes models/sft/latest.json, `{"path": "models/sft/<run>", ...}`, the path
-  relative to the repo root (valid on the host and in the containers) or absolute.
-- RL: verl writes `<experiment>/global_step_N/actor/...` and, after a save completes,
-  `<experiment>/latest_checkpointed_iteration.txt` with N (not with `async_save`: then the highest N counts).
-  Hugging Face weights are in `actor/huggingface/` when `hf_model` is in `actor.checkpoint.save_contents`.
+SFT: models/sft/latest.json `{"path": "models/sft/<run>", ...}` (relative to the repo root, or absolute).
+RL: verl's `<experiment>/global_step_N/actor/` (Hugging Face weights in `huggingface/` with `hf_model`) and,
+once a save completes, `<experiment>/latest_checkpointed_iteration.txt` with N (else the highest N counts).
 """
 
 from __future__ import annotations

@@ -20,22 +20,13 @@ from scripts.lib.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_
 
 # Published GSM8K test numbers for context only: other pipelines (prompt, decoding, answer extraction), not ours.
 EXTERNAL_REFERENCE = [
-    {
-        "model": "Qwen2.5-0.5B-Instruct as released",
-        "gsm8k_test": 49.6,
-        "source": "Qwen2.5 release (Qwen team); verl's baseline table lists 36.4 for the same checkpoint",
-    },
-    {
-        "model": "Qwen2.5-0.5B-Instruct + PPO (verl)",
-        "gsm8k_test": 56.7,
-        "source": "verl docs/algo/baseline.md (batch 256, 15 epochs, strict `####` scoring)",
-    },
-    {
-        "model": "Qwen2.5-0.5B-Instruct + GRPO-LoRA (verl, rank 32)",
-        "gsm8k_test": 54.3,
-        "source": "verl docs/algo/baseline.md",
-    },
-]
+    {"model": "Qwen2.5-0.5B-Instruct as released", "gsm8k_test": 49.6,
+     "source": "Qwen2.5 release (Qwen team); verl's baseline table lists 36.4 for the same checkpoint"},
+    {"model": "Qwen2.5-0.5B-Instruct + PPO (verl)", "gsm8k_test": 56.7,
+     "source": "verl docs/algo/baseline.md (batch 256, 15 epochs, strict `####` scoring)"},
+    {"model": "Qwen2.5-0.5B-Instruct + GRPO-LoRA (verl, rank 32)", "gsm8k_test": 54.3,
+     "source": "verl docs/algo/baseline.md"},
+]  # fmt: skip
 
 
 class ReportError(ValueError):
@@ -78,35 +69,18 @@ class Paired:
 
 
 def compare(
-    model: np.ndarray,
-    reference: np.ndarray,
-    *,
-    label: str = "",
-    baseline: str = "",
-    mode: str = "",
+    model: np.ndarray, reference: np.ndarray, *, label: str = "", baseline: str = "", mode: str = ""
 ) -> Paired:
     """Paired statistics of `model` vs `reference`: boolean correctness over the same problems, same order."""
     model, reference = np.asarray(model, dtype=bool), np.asarray(reference, dtype=bool)
     if model.shape != reference.shape:
         raise ValueError(f"paired vectors differ in length: {model.shape} vs {reference.shape}")
-    n = int(model.size)
-    both = int(np.sum(model & reference))
-    fixed = int(np.sum(model & ~reference))
-    broke = int(np.sum(~model & reference))
+    n, both = int(model.size), int(np.sum(model & reference))
+    fixed, broke = int(np.sum(model & ~reference)), int(np.sum(~model & reference))
     neither = n - both - fixed - broke
-    return Paired(
-        label=label,
-        baseline=baseline,
-        mode=mode,
-        n=n,
-        both_correct=both,
-        fixed=fixed,
-        broke=broke,
-        both_wrong=neither,
-        diff=(fixed - broke) / n if n else 0.0,
-        ci95_newcombe=newcombe_paired_interval(both, fixed, broke, neither),
-        mcnemar_p=mcnemar_exact_p(fixed, broke),
-    )
+    diff = (fixed - broke) / n if n else 0.0
+    interval = newcombe_paired_interval(both, fixed, broke, neither)
+    return Paired(label, baseline, mode, n, both, fixed, broke, neither, diff, interval, mcnemar_exact_p(fixed, broke))
 
 
 def load_result(path: str | Path, label: str) -> Result:
@@ -174,15 +148,10 @@ def check_comparable(results: list[Result]) -> list[str]:
             raise ReportError(
                 f"{pair} were evaluated on different data files ({other.data} vs {ref.data}); {fix} on one file"
             )
-        for field, what in (("n", "problem counts"), ("prompt_version", "prompt versions")):
+        for field, what in (("n", "have different problem counts"), ("prompt_version", "have different prompt "
+                            "versions"), ("max_new_tokens", "used different max_new_tokens")):  # fmt: skip
             if getattr(other, field) != getattr(ref, field):
-                raise ReportError(
-                    f"{pair} have different {what} ({getattr(other, field)} vs {getattr(ref, field)}); {fix}"
-                )
-        if other.max_new_tokens != ref.max_new_tokens:
-            raise ReportError(
-                f"{pair} used different max_new_tokens ({other.max_new_tokens} vs {ref.max_new_tokens}); {fix}"
-            )
+                raise ReportError(f"{pair} {what} ({getattr(other, field)} vs {getattr(ref, field)}); {fix}")
         only_other = sorted(set(other.problems) - set(ref.problems))
         only_ref = sorted(set(ref.problems) - set(other.problems))
         if only_other or only_ref:
@@ -197,8 +166,7 @@ def check_comparable(results: list[Result]) -> list[str]:
                 f"{changed[0]}): they come from different data files; {fix} on one file"
             )
     warnings = []
-    backends = {r.backend for r in results}
-    if len(backends) > 1:
+    if len({r.backend for r in results}) > 1:
         warnings.append(
             "results come from different backends ("
             + ", ".join(f"{r.label}: {r.backend}" for r in results)

@@ -1,12 +1,7 @@
-"""Greedy GSM8K evaluation: load problems, generate (vLLM or transformers), score in both reward modes.
+"""Greedy GSM8K evaluation, shared by scripts/evaluate.py and the SFT notebook: load problems, generate, score.
 
-Used by scripts/evaluate.py (the CLI) and the SFT notebook (notebooks/sft.py): one evaluation code path.
-
-- Prompt: `data.prompt.user_message(question)`, rendered by the model's own chat template with the assistant
-  turn opened (`add_generation_prompt`), exactly as in SFT and RL.
-- Decoding: greedy, no repetition penalty, at most `max_new_tokens` (512). Backends: `vllm` (bf16, GPU) and
-  `hf` (transformers `generate`, bf16 on GPU, fp32 on CPU); `auto` picks vLLM when a GPU and vllm are there.
-- Scoring: `rewards.gsm8k.compute_score` in `flexible` and `strict` mode, each with a 95% Wilson interval.
+The prompt is `data.prompt.user_message` in the model's own chat template (as in SFT and RL); decoding is greedy
+with at most `max_new_tokens`; `vllm` (GPU) or `hf` (transformers); scoring is `rewards.gsm8k` in both modes.
 """
 
 from __future__ import annotations
@@ -14,12 +9,13 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
 from rewards.gsm8k import MODES, canonical_number, compute_score, extract_answer
+from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -68,9 +64,6 @@ class EvalResult:
         ]
         return f"{self.model} on {self.data} (n={self.n}, {self.backend}): " + ", ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
     """Read evaluation problems from a data-prep parquet file (RL schema or SFT prompt-completion)."""
@@ -81,9 +74,9 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
         raise FileNotFoundError(
             f"no evaluation data at {path}; create it with `python data/prepare_gsm8k.py --output-dir {path.parent}`"
         )
-    rows = pq.read_table(path).to_pylist()
-    if limit is not None:
-        rows = rows[:limit]
+    rows = pq.read_table(path).to_pylist()[:limit]
+    if stale := stale_prompt(path.parent):
+        logger.warning("%s (evaluating with the current template)", stale)
     problems = [_problem(path, i, row) for i, row in enumerate(rows)]
     if not problems:
         raise ValueError(f"{path} has no rows to evaluate")
@@ -92,35 +85,22 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
 
 def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
     extra = row.get("extra_info") or {}
-    prompt = row.get("prompt")
-    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
-        prompt_content = prompt[-1].get("content", "")
-    else:
-        prompt_content = None
-    question = extra.get("question")
     if "reward_model" in row:  # verl RL schema
         truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
-    elif "completion" in row and row["completion"]:  # TRL prompt-completion schema
+    elif row.get("completion"):  # TRL prompt-completion schema
         truth = extract_answer(row["completion"][-1]["content"], "strict")
     else:
         raise ValueError(f"{path}, row {i}: expected a `reward_model` or `completion` column, got {sorted(row)}")
     if truth is None:
         raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
-    if question is None:
-        if prompt_content is None:
-            raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
-        return Problem(
-            int(extra.get("index", i)), prompt_content, truth, [{"role": "user", "content": prompt_content}]
-        )
-    messages = [user_message(question)]
-    if prompt_content is not None and prompt_content != messages[0]["content"] and i == 0:
-        logger.warning(
-            "%s was written with a different prompt than data/prompt.py (%s) now makes; evaluating with the current "
-            "template. Rebuild the data with `python data/prepare_gsm8k.py --force`.",
-            path,
-            PROMPT_VERSION,
-        )
-    return Problem(int(extra.get("index", i)), question, truth, messages)
+    index, question = int(extra.get("index", i)), extra.get("question")
+    if question is not None:
+        return Problem(index, question, truth, [user_message(question)])
+    prompt = row.get("prompt")
+    if not (isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict)):
+        raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
+    content = prompt[-1].get("content", "")
+    return Problem(index, content, truth, [{"role": "user", "content": content}])
 
 
 def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
@@ -224,9 +204,7 @@ def generate_vllm(
     model_path: str | Path,
     conversations: list[Conversation],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    seed: int = 0,
     gpu_memory_utilization: float = 0.85,
-    tensor_parallel_size: int = 1,
 ) -> list[str]:
     """Greedy completions with vLLM (`LLM.chat` applies the model's chat template), bf16 on the GPU."""
     try:
@@ -239,8 +217,6 @@ def generate_vllm(
     llm = LLM(
         model=str(model_path),
         dtype="bfloat16",
-        seed=seed,
-        tensor_parallel_size=tensor_parallel_size,
         gpu_memory_utilization=gpu_memory_utilization,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults; greedy comes from SamplingParams
     )
@@ -263,9 +239,7 @@ def evaluate(
     limit: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 64,
-    seed: int = 0,
     gpu_memory_utilization: float = 0.85,
-    tensor_parallel_size: int = 1,
 ) -> EvalResult:
     """Generate greedily for the first `limit` problems of `data` and score them in both modes."""
     problems = load_problems(data, limit)
@@ -273,9 +247,7 @@ def evaluate(
     conversations = [p.messages for p in problems]
     logger.info("evaluating %s on %d problems of %s with %s", model, len(problems), data, backend)
     if backend == "vllm":
-        responses = generate_vllm(
-            model, conversations, max_new_tokens, seed, gpu_memory_utilization, tensor_parallel_size
-        )
+        responses = generate_vllm(model, conversations, max_new_tokens, gpu_memory_utilization)
     else:
         responses = generate_hf(model, conversations, max_new_tokens, batch_size)
     result = score(problems, responses, model=model, data=data, backend=backend, max_new_tokens=max_new_tokens)

@@ -1,8 +1,6 @@
-"""95% intervals and tests for accuracies on a fixed set of problems; standard library only.
+"""95% intervals and tests for accuracies on a fixed set of problems.
 
-Written out because the verl image, which runs the report, has no scipy (tests check against scipy).
-
-- `wilson_interval`: one model's accuracy (Wilson score interval).
+- `wilson_interval`: one model's accuracy (scipy's Wilson score interval).
 - `newcombe_paired_interval`: the difference of two models on the SAME problems (Newcombe 1998, method 10).
 - `mcnemar_exact_p`: do the problems only one of the two models solves split like a fair coin?
 """
@@ -11,11 +9,11 @@ from __future__ import annotations
 
 import math
 
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+from scipy.stats import binomtest
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n is 0.
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score interval (95%) for a binomial proportion; (0, 1) when n is 0.
 
     >>> [round(x, 4) for x in wilson_interval(5, 10)]
     [0.2366, 0.7634]
@@ -26,18 +24,11 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, center - half)  # exact at the ends, not 1e-17 off
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low) if successes else 0.0, float(ci.high) if successes < n else 1.0
 
 
-def newcombe_paired_interval(
-    both_correct: int, fixed: int, broke: int, both_wrong: int, z: float = Z_95
-) -> tuple[float, float]:
+def newcombe_paired_interval(both_correct: int, fixed: int, broke: int, both_wrong: int) -> tuple[float, float]:
     """Newcombe's square-and-add (Wilson score) interval for p_model - p_baseline on paired data.
 
     `fixed`: problems the model solves and the baseline does not; `broke`: the reverse. Newcombe (1998),
@@ -52,8 +43,8 @@ def newcombe_paired_interval(
         return -1.0, 1.0
     model_right, base_right = both_correct + fixed, both_correct + broke
     p1, p2 = model_right / n, base_right / n
-    l1, u1 = wilson_interval(model_right, n, z)
-    l2, u2 = wilson_interval(base_right, n, z)
+    l1, u1 = wilson_interval(model_right, n)
+    l2, u2 = wilson_interval(base_right, n)
     margins = model_right * (n - model_right) * base_right * (n - base_right)
     psi = 0.0
     if margins > 0:
@@ -69,13 +60,9 @@ def newcombe_paired_interval(
 
 
 def mcnemar_exact_p(fixed: int, broke: int) -> float:
-    """Two-sided exact McNemar p-value: binomial test of `fixed` vs `broke` discordant pairs at 1/2.
+    """Two-sided exact McNemar p-value: scipy's binomial test of `fixed` of the discordant pairs at 1/2.
 
     >>> round(mcnemar_exact_p(6, 16), 6), mcnemar_exact_p(0, 0), mcnemar_exact_p(5, 5)
     (0.052479, 1.0, 1.0)
     """
-    m, k = fixed + broke, min(fixed, broke)
-    if m == 0:
-        return 1.0
-    tail = sum(math.comb(m, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**m)  # exact big-int arithmetic, one correctly rounded division
+    return float(binomtest(fixed, fixed + broke).pvalue) if fixed + broke else 1.0

@@ -1,16 +1,11 @@
-"""Build a tiny, random Qwen2 causal LM and a byte-level BPE tokenizer, offline.
+"""A tiny random Qwen2 causal LM with a byte-level BPE ChatML tokenizer, built offline in under a second.
 
-Tests, benchmarks and the notebook's CI run need a model that loads exactly like
-`Qwen/Qwen2.5-0.5B-Instruct` (`AutoTokenizer` / `AutoModelForCausalLM.from_pretrained(dir)`,
-ChatML chat template, `<|im_end|>` as EOS) without touching the Hugging Face hub:
+It loads exactly like `Qwen/Qwen2.5-0.5B-Instruct` (`from_pretrained(dir)`, ChatML template, `<|im_end|>` EOS), for
+tests, benchmarks and CPU runs: `python -m scripts.lib.tiny_model /tmp/tiny-qwen2`.
 
-    >>> from scripts.lib.tiny_model import build_tiny_model
-    >>> path = build_tiny_model("/tmp/tiny-qwen2")        # ~100k parameters, < 1 s
     >>> from transformers import AutoModelForCausalLM
-    >>> AutoModelForCausalLM.from_pretrained(path).num_parameters() < 1_000_000
+    >>> AutoModelForCausalLM.from_pretrained(build_tiny_model("/tmp/tiny-qwen2")).num_parameters() < 1_000_000
     True
-
-Run as a script to write one: `python -m scripts.lib.tiny_model /tmp/tiny-qwen2`.
 """
 
 from __future__ import annotations
