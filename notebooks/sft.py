@@ -45,6 +45,7 @@ from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, under_repo
 from scripts.lib.prompt_check import stale_prompt
+from scripts.lib.resilient_mlflow import use_resilient_mlflow
 
 if TYPE_CHECKING:
     import datasets
@@ -265,7 +266,8 @@ def build_trainer(
     """A TRL SFTTrainer for `cfg`; `trainer.token_counter` measures the real-token fraction of training batches.
 
     With `report_to=("mlflow",)`, transformers' MLflowCallback logs into the run `start_mlflow_run` opened (it
-    starts its own run only when none is active) and leaves ending it to us.
+    starts its own run only when none is active) and leaves ending it to us; scripts/lib/resilient_mlflow.py's
+    version of it, which keeps training through an MLflow outage and sends the metrics once the server is back.
     """
     import torch
     from trl import SFTConfig
@@ -309,6 +311,7 @@ def build_trainer(
         processing_class=tokenizer,
     )
     trainer.token_counter = TokenCounter()
+    use_resilient_mlflow(trainer)  # training outlives an MLflow outage; params without secrets
     return trainer
 
 
