@@ -87,7 +87,7 @@ if [[ "${auth}" == on ]]; then
     [[ ${#password} -ge 12 ]] ||
         die "${why} but MLFLOW_TRACKING_PASSWORD is empty or shorter than 12 characters: set it in .env" \
             "(generate one: openssl rand -hex 24)"
-    [[ "${password}" != password1234 ]] || die "${why}: MLFLOW_TRACKING_PASSWORD is MLflow's old public default; set another"
+    [[ "${password}" != password1234 ]] || die "${why}: MLFLOW_TRACKING_PASSWORD is MLflow's old public default: set another in .env"
     if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then
         key_file=${data_dir}/flask_secret_key
         if [[ ! -s "${key_file}" ]]; then
