@@ -233,6 +233,27 @@ def test_a_job_stops_at_once_when_mlflow_is_down_at_start(monkeypatch):
     assert time.monotonic() - t0 < 10
 
 
+def test_the_notebook_and_evaluation_stop_before_any_work_when_mlflow_is_down(monkeypatch, tmp_path):
+    from notebooks import sft
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(mlflow_health, "ALLOW_NO_TRACKING", False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", nobody)
+    with pytest.raises(ConnectionError, match="docker compose up -d mlflow"):
+        sft.start_mlflow_run(sft.SFTRunConfig(run_name="down", output_dir=str(tmp_path / "out")))
+    env = {**os.environ, "MODELS_DIR": str(tmp_path / "models"), "DATA_DIR": str(tmp_path / "nowhere")}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate_all.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and f"MLflow at {nobody} (MLFLOW_TRACKING_URI) is unreachable" in proc.stderr
+    assert time.monotonic() - t0 < 60 and not (tmp_path / "models").exists()  # before data prep or any model
+
+
 def test_allow_no_tracking_runs_the_job_into_a_local_store(monkeypatch, tmp_path, caplog):
     import mlflow
 
