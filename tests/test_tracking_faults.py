@@ -241,7 +241,8 @@ def test_the_notebook_and_evaluation_stop_before_any_work_when_mlflow_is_down(mo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", nobody)
     with pytest.raises(ConnectionError, match="docker compose up -d mlflow"):
         sft.start_mlflow_run(sft.SFTRunConfig(run_name="down", output_dir=str(tmp_path / "out")))
-    env = {**os.environ, "MODELS_DIR": str(tmp_path / "models"), "DATA_DIR": str(tmp_path / "nowhere")}
+    env = {**os.environ, "MODELS_DIR": str(tmp_path / "models"), "DATA_DIR": str(tmp_path / "x")}
+    env["ALLOW_NO_TRACKING"] = ""  # never inherited from the developer's shell
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "evaluate_all.py")],
