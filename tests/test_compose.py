@@ -335,6 +335,12 @@ def test_mlflow_clients_and_server_share_the_credentials_from_env():
         assert opened[name]["environment"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow"
         assert opened[name]["environment"]["ALLOW_NO_TRACKING"] == "0"  # a job stops when MLflow is down
     assert secret not in json.dumps(opened["mlflow"]["command"])  # never on a command line
+    worker = rendered(
+        WORKER_FILES, (), RAY_HEAD_IP="10.0.0.1", MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD=secret
+    )["services"]
+    for service in worker.values():  # the head's MLflow is published on the cluster network: auth is on
+        assert service["environment"]["MLFLOW_TRACKING_PASSWORD"] == secret
+        assert service["environment"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow"
 
 
 def test_mlflow_sees_where_it_is_published_and_its_backend_setting(services):
