@@ -99,11 +99,6 @@ class MetricBuffer:
         self._thread = threading.Thread(target=self._run, name=f"mlflow-buffer-{run_id[:8]}", daemon=True)
         self._thread.start()
 
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._pending) + (self._sending and 1 or 0)
-
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue `metrics` at `step` (timestamped now); never blocks on the network."""
         from mlflow.entities import Metric
