@@ -25,6 +25,7 @@ from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, under_repo
 from scripts.lib.prompt_check import stale_prompt
+from scripts.lib.resilient_mlflow import use_resilient_mlflow
 
 if TYPE_CHECKING:
     import datasets
@@ -156,7 +157,8 @@ def build_trainer(
     eval_dataset: datasets.Dataset | None = None,
     report_to: tuple[str, ...] = ("mlflow",),
 ) -> SFTTrainer:
-    """A TRL SFTTrainer for `cfg`. Its MLflow callback logs into the run `start_mlflow_run` opened."""
+    """A TRL SFTTrainer for `cfg`, logging into the run `start_mlflow_run` opened through
+    scripts/lib/resilient_mlflow.py's callback (training outlives an MLflow outage; params carry no secrets)."""
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -191,9 +193,11 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",  # logs num_input_tokens_seen and train_tokens_per_second
         dataloader_pin_memory=cuda,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer
     )
+    use_resilient_mlflow(trainer)  # training outlives an MLflow outage; params without secrets
+    return trainer
 
 
 def _staging_dir(cfg: SFTRunConfig) -> Path:

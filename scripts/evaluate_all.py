@@ -22,6 +22,7 @@ from pathlib import Path
 
 from scripts.lib.capability import DEFAULT_SUITE, load_suite
 from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_model
+from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, same_path
 
 SCRIPTS = REPO_ROOT / "scripts"
@@ -122,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return 0
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
+        try:
+            check_mlflow()
+        except ConnectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     env = dict(os.environ)
     python = env.get("PYTHON") or sys.executable
     models_dir = Path(env.get("MODELS_DIR") or REPO_ROOT / "models")

@@ -6,6 +6,9 @@
         os.environ["MLFLOW_TRACKING_URI"] = uri
         ...
 
+    proc = start_server(tmp_path, port)           # a server to stop and start again mid-test (an outage)
+    stop(proc); ...; proc = start_server(tmp_path, port)
+
 The server runs as the compose service does (`mlflow server --backend-store-uri sqlite:///...
 --artifacts-destination ...`, artifacts served over HTTP), minus the GenAI job runner, which tests do not
 need and which would start several worker processes, and with MLflow's default --allowed-hosts (loopback only;
@@ -59,12 +62,31 @@ def wait_until_answers(url: str, proc: subprocess.Popen, log_path: Path, timeout
 
 
 @contextmanager
-def mlflow_server(root: str | Path, host: str = "127.0.0.1", timeout: float = 180.0) -> Iterator[str]:
-    """Start `mlflow server` with its stores under `root`; yield its URI once /health answers; stop it."""
+def mlflow_server(
+    root: str | Path, host: str = "127.0.0.1", timeout: float = 180.0, auth: tuple[str, str] | None = None
+) -> Iterator[str]:
+    """Start `mlflow server` with its stores under `root`; yield its URI once /health answers; stop it.
+
+    `auth` = (user, password): with MLflow's basic-auth app, that user its admin (users in root/basic_auth.db)."""
+    port = free_port(host)
+    proc = start_server(root, port, host, timeout, auth)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        stop(proc)
+
+
+def start_server(
+    root: str | Path,
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 180.0,
+    auth: tuple[str, str] | None = None,
+) -> subprocess.Popen:
+    """`mlflow server` on host:port with its stores under `root`, once /health answers. Stop it with `stop`;
+    start it again on the same root and port to bring the same server back (a test of an outage)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port(host)
-    uri = f"http://{host}:{port}"
     log_path = root / "server.log"
     cmd = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -76,13 +98,27 @@ def mlflow_server(root: str | Path, host: str = "127.0.0.1", timeout: float = 18
         "--workers", "1",
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log_path, "wb") as log:
+    if auth is not None:
+        ini = root / "basic_auth.ini"
+        ini.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'basic_auth.db'}\n"
+            f"admin_username = {auth[0]}\n"
+        )
+        cmd += ["--app-name", "basic-auth"]
+        env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(ini),
+            MLFLOW_AUTH_ADMIN_USERNAME=auth[0],
+            MLFLOW_AUTH_ADMIN_PASSWORD=auth[1],
+            MLFLOW_FLASK_SERVER_SECRET_KEY="test-secret-key",
+        )
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        wait_until_answers(f"{uri}/health", proc, log_path, timeout)
-        yield uri
-    finally:
+        wait_until_answers(f"http://{host}:{port}/health", proc, log_path, timeout)
+    except BaseException:
         stop(proc)
+        raise
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def test_env_example_documents_every_variable_the_compose_files_use():
 def test_env_is_gitignored_and_example_holds_no_secret():
     assert ".env" in (REPO / ".gitignore").read_text().split()
     example = env_example()
-    for secret in ("JUPYTER_TOKEN", "HF_TOKEN", "POSTGRES_PASSWORD"):
+    for secret in ("JUPYTER_TOKEN", "HF_TOKEN", "POSTGRES_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
         assert example[secret] == "", f"{secret} must be empty in .env.example: no default secret"
     assert example["BIND_ADDRESS"] == "127.0.0.1"
 
@@ -324,6 +325,31 @@ def test_secrets_only_come_from_env(services):
     assert "POSTGRES_PASSWORD" not in services["verl"]["environment"]
 
 
+def test_mlflow_clients_and_server_share_the_credentials_from_env():
+    secret = "from-dot-env-0123456789"
+    opened = rendered(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD=secret)["services"]
+    for name in (*TRAINING, "mlflow"):
+        env = opened[name]["environment"]
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("alice", secret), name
+    for name in TRAINING:  # verl loads the outage-proof MLflow logger in every process
+        assert opened[name]["environment"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow"
+        assert opened[name]["environment"]["ALLOW_NO_TRACKING"] == "0"  # a job stops when MLflow is down
+    assert secret not in json.dumps(opened["mlflow"]["command"])  # never on a command line
+    worker = rendered(
+        WORKER_FILES, (), RAY_HEAD_IP="10.0.0.1", MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD=secret
+    )["services"]
+    for service in worker.values():  # the head's MLflow is published on the cluster network: auth is on
+        assert service["environment"]["MLFLOW_TRACKING_PASSWORD"] == secret
+        assert service["environment"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow"
+
+
+def test_mlflow_sees_where_it_is_published_and_its_backend_setting(services):
+    env = services["mlflow"]["environment"]
+    assert (env["MLFLOW_AUTH"], env["BIND_ADDRESS"], env["MLFLOW_BACKEND"]) == ("auto", "127.0.0.1", "sqlite")
+    opened = rendered(BIND_ADDRESS="10.0.0.1", MLFLOW_BACKEND="postgres")["services"]["mlflow"]["environment"]
+    assert (opened["BIND_ADDRESS"], opened["MLFLOW_BACKEND"]) == ("10.0.0.1", "postgres")  # auto: auth on
+
+
 def test_mlflow_allows_the_hosts_the_stack_uses(services):
     command = services["mlflow"]["command"]
     allowed = next(arg for arg in command if arg.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
@@ -377,7 +403,6 @@ def mlflow_service(services, tmp_path_factory):
         **os.environ,
         **services["mlflow"]["environment"],
         "MLFLOW_DATA_DIR": str(root),
-        "MLFLOW_DB_HOST": "mlflow-db.invalid",  # no postgres profile here
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the test env's mlflow
     }
     log = root / "server.log"
@@ -450,25 +475,54 @@ def run_entrypoint(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProc
     return proc, record.read_text() if record.exists() else ""
 
 
-def test_mlflow_entrypoint_switches_to_postgres_when_the_profile_runs_it(tmp_path):
+def listening_port() -> tuple[socket.socket, int]:
+    """A TCP port something listens on (a stand-in for the database's port: the entrypoint only connects)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+def test_mlflow_entrypoint_uses_postgres_when_the_backend_says_so(tmp_path):
     password = "p@ss/w:rd"
-    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="localhost", POSTGRES_PASSWORD=password)
+    sock, port = listening_port()
+    with sock:
+        proc, call = run_entrypoint(
+            tmp_path, MLFLOW_BACKEND="postgres", MLFLOW_DB_HOST="127.0.0.1", MLFLOW_DB_PORT=str(port),
+            POSTGRES_PASSWORD=password,
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     uri, *args = call.splitlines()
-    assert uri == "postgresql+psycopg://mlflow:p%40ss%2Fw%3Ard@localhost:5432/mlflow"
+    assert uri == f"postgresql+psycopg://mlflow:p%40ss%2Fw%3Ard@127.0.0.1:{port}/mlflow"
     assert args == ["server", "--port=5000"]  # the URI travels in the environment, not on the command line
     assert password not in proc.stdout + proc.stderr
 
 
+def test_mlflow_entrypoint_refuses_an_unreachable_postgres_instead_of_an_empty_sqlite(tmp_path):
+    """The old failure: `up` without the profile (or a reboot) silently started on a new, empty SQLite store."""
+    proc, call = run_entrypoint(
+        tmp_path, MLFLOW_BACKEND="postgres", MLFLOW_DB_HOST="127.0.0.1", MLFLOW_DB_PORT=str(free_port()),
+        MLFLOW_DB_WAIT_S="2", POSTGRES_PASSWORD="secret-password",
+    )  # fmt: skip
+    assert proc.returncode != 0 and call == ""  # mlflow never started
+    assert "did not answer within 2s" in proc.stderr and "--profile postgres" in proc.stderr
+    assert not (tmp_path / "data" / "mlflow.db").exists()
+
+
 def test_mlflow_entrypoint_refuses_postgres_without_a_password(tmp_path):
-    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="localhost", POSTGRES_PASSWORD="")
+    proc, call = run_entrypoint(tmp_path, MLFLOW_BACKEND="postgres", MLFLOW_DB_HOST="localhost", POSTGRES_PASSWORD="")
     assert proc.returncode != 0 and "POSTGRES_PASSWORD" in proc.stderr and call == ""
 
 
-def test_mlflow_entrypoint_defaults_to_sqlite_on_the_volume(tmp_path):
-    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="mlflow-db.invalid")
+def test_mlflow_entrypoint_defaults_to_sqlite_on_the_volume_even_where_a_database_resolves(tmp_path):
+    proc, call = run_entrypoint(tmp_path, MLFLOW_DB_HOST="localhost")  # no implicit switch any more
     assert proc.returncode == 0, proc.stderr
     assert call.splitlines()[0] == f"sqlite:///{tmp_path / 'data'}/mlflow.db"
+
+
+def test_mlflow_entrypoint_refuses_an_unknown_backend(tmp_path):
+    proc, call = run_entrypoint(tmp_path, MLFLOW_BACKEND="mysql")
+    assert proc.returncode != 0 and "sqlite or postgres" in proc.stderr and call == ""
 
 
 def run_ray_node(tmp_path: Path, args: list[str], env: dict[str, str], gpus: int = 4) -> tuple[int, str, dict]:

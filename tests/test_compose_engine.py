@@ -445,6 +445,81 @@ def test_down_then_up_keeps_mlflow_runs_the_hf_cache_and_checkpoints(stack, stag
     assert (stage / "models/rl/engine-test/latest_checkpointed_iteration.txt").read_text() == "1\n"
 
 
+# --- MLflow: authentication and an explicit backend (issue 11) --------------------------------------------------
+# Each in a Compose project of its own (PROJECT-mlflow), beside the stack's, with its own .env, ports and volumes.
+
+MLFLOW_PROJECT = f"{PROJECT}-mlflow"
+MLFLOW_USER, MLFLOW_PASSWORD = "engine-admin", secrets.token_hex(16)
+
+
+def mlflow_env_file(env_file: Path, name: str, **overrides: str) -> Path:
+    """The stack's .env with `overrides` and a free MLflow port, as `<name>.env` beside it."""
+    values = {**settings(env_file), "MLFLOW_PORT": str(free_port()), **overrides}
+    path = env_file.with_name(f"{name}.env")
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+def compose_mlflow(env_file: Path, *args: str, check: bool = True, timeout: float = 900):
+    cmd = [str(COMPOSE_BIN), "--project-directory", str(env_file.parent), "-p", MLFLOW_PROJECT,
+           "--env-file", str(env_file), *[a for f in FILES for a in ("-f", str(REPO / f))], *args]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=env_file.parent, env=env)
+    if check:
+        assert proc.returncode == 0, f"compose {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    import base64
+
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_mlflow_refuses_an_unreachable_postgres_instead_of_starting_on_sqlite(images, env_file):
+    """MLFLOW_BACKEND=postgres, `up` without the profile: the old silent fallback to an empty SQLite store."""
+    env = mlflow_env_file(env_file, "mlflow-postgres", MLFLOW_BACKEND="postgres", POSTGRES_PASSWORD="engine-pw-123")
+    try:
+        proc = compose_mlflow(env, "run", "--rm", "--no-deps", "-T", "mlflow", check=False)
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert "MLFLOW_BACKEND=postgres but the database mlflow-db:5432 did not answer" in out
+        assert "Uvicorn running" not in out  # the server never started
+    finally:
+        compose_mlflow(env, "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+
+
+def test_mlflow_with_authentication_on_stays_healthy_and_lets_the_stack_in(images, env_file):
+    """MLFLOW_AUTH=on: the healthcheck still passes, the API wants the password, verl's client has it."""
+    env = mlflow_env_file(
+        env_file, "mlflow-auth", MLFLOW_AUTH="on", MLFLOW_TRACKING_USERNAME=MLFLOW_USER,
+        MLFLOW_TRACKING_PASSWORD=MLFLOW_PASSWORD,
+    )  # fmt: skip
+    port = settings(env)["MLFLOW_PORT"]
+    try:
+        compose_mlflow(env, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300", "mlflow")
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http_status(f"http://127.0.0.1:{port}/health") == 200
+        assert http_status(api) == 401
+        assert http_status(api, (MLFLOW_USER, MLFLOW_PASSWORD)) == 200
+        code = "from scripts.lib.mlflow_health import check_mlflow; print(check_mlflow())\n" + LOG_A_RUN
+        run = compose_mlflow(env, "run", "--rm", "--no-deps", "-T", "verl", "python", "-c", code, "with-auth")
+        printed = run.stdout.split()
+        assert "http://mlflow:5000" in printed and re.fullmatch(r"[0-9a-f]{32}", printed[-1]), run.stdout
+        logs = compose_mlflow(env, "logs", "--no-color", "mlflow").stdout
+        assert "authentication on" in logs and MLFLOW_PASSWORD not in logs
+    finally:
+        compose_mlflow(env, "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+
+
 # --- scale out: a second Ray node ----------------------------------------------------------------------------------
 
 
