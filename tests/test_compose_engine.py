@@ -362,8 +362,6 @@ def test_rl_dry_run_composes_and_validates_the_gpu_config_in_the_image(stack, st
 
 # --- Ray: token authentication -----------------------------------------------------------------------------------
 
-RAY_REFUSED = re.compile(r"(?i)unauthenticated|authentication|token")
-
 
 def test_ray_refuses_clients_without_the_token(stack):
     """The head checks RAY_AUTH_TOKEN: `ray status` and the job API answer with it and refuse without or with a wrong
@@ -374,6 +372,7 @@ def test_ray_refuses_clients_without_the_token(stack):
                      ["RAY_AUTH_TOKEN=wrong-token-0123456789"]):  # fmt: skip
         proc = exec_in(stack, "verl", "env", *env_args, "timeout", "120", "ray", "status", check=False)
         assert proc.returncode != 0 and "Active:" not in proc.stdout, (env_args, proc.stdout, proc.stderr)
+        assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-2000:]
         said = (proc.stdout + proc.stderr).strip().splitlines() or [""]
         measured(f"ray status with {' '.join(env_args)}", f"refused (rc {proc.returncode}): {said[-1][:200]}")
     jobs = """
@@ -510,7 +509,8 @@ def test_down_then_up_keeps_mlflow_runs_the_hf_cache_and_checkpoints(stack, stag
 
 
 def test_a_worker_from_the_worker_compose_file_joins_the_ray_head(stack, stage):
-    """docker-compose.worker.yml's service, in its own container and network namespace, joins the head's Ray.
+    """docker-compose.worker.yml's service, in its own container and network namespace, joins the head's Ray with
+    the head's token (and is refused with another one).
 
     On one machine the head's container address stands for the head machine's cluster IP; the worker joins
     the stack's network instead of the host's (what the override below changes, with the GPU settings).
@@ -540,7 +540,15 @@ networks:
     files = ("docker-compose.worker.yml", str(override))
     worker = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", f"{PROJECT}-worker", "--env-file",
               str(worker_env), *[a for f in files for a in ("-f", str(REPO / f))]]  # fmt: skip
+    intruder = f"{PROJECT}-worker-wrong-token-{secrets.token_hex(4)}"
     try:
+        # A node with another token is turned away (not `run --rm`: podman's API then reports exit code 0)
+        wrong = ["-e", "RAY_AUTH_TOKEN=not-the-heads"]
+        proc = subprocess.run([*worker, "run", "--name", intruder, "--no-deps", "-T", *wrong, "verl-worker"],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+        subprocess.run(["docker", "rm", "-f", intruder], capture_output=True)
         proc = subprocess.run([*worker, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -549,6 +557,7 @@ networks:
         assert len(re.findall(r"node_[0-9a-f]+", active)) == 2, status
         assert f"/{int(settings(stack)['RAY_NUM_CPUS']) + 2}.0 CPU" in status, status  # the head's and the worker's
     finally:
+        subprocess.run(["docker", "rm", "-f", intruder], capture_output=True)
         subprocess.run([*worker, "down", "-v", "--timeout", "30"], capture_output=True, timeout=300)
 
 
