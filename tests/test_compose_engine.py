@@ -523,6 +523,7 @@ def test_a_worker_from_the_worker_compose_file_joins_the_ray_head(stack, stage):
 services:
   verl-worker:
     image: gsm8k-posttrain/verl:0.9.1{"-cpu" if VARIANT == "cpu" else ""}
+    pull_policy: never # the stack's image, built: `run` would build the GPU variant otherwise
     network_mode: !reset null
     networks: [stack]
     ulimits: !reset {{}}
