@@ -4,8 +4,8 @@
 #   bash scripts/doctor.sh                     # before `docker compose up -d`, and whenever something is off
 #   ENV_FILE=/path/to/.env bash scripts/doctor.sh
 #
-# Checks: .env (token set, UID/GID match you, bind address), NVIDIA driver (R580+ for the CUDA 13 verl
-# image), GPU count vs N_GPUS / GPU_DEVICES, Docker engine, Compose version, NVIDIA Container Toolkit,
+# Checks: .env (Jupyter and Ray tokens set, UID/GID match you, bind address and MLflow's allowed hosts,
+# compose files of a cluster node), NVIDIA driver (R580+ for the CUDA 13 verl image), GPU count vs N_GPUS, Docker engine, Compose version, NVIDIA Container Toolkit,
 # shared memory and RAM, free disk, ports free, MLflow health, and that models/ and data/ stay writable by
 # both containers' user (HOST_UID:HOST_GID, never root).
 # Exits 1 when any check FAILs, 0 otherwise. Reads .env without executing it and never prints secrets.
@@ -65,7 +65,6 @@ load_env "${ENV_FILE}"
 get() { echo "${cfg[$1]:-${2:-}}"; }
 
 N_GPUS=$(get N_GPUS 4)
-GPU_DEVICES=$(get GPU_DEVICES 0,1,2,3)
 HOST_UID=$(get HOST_UID 1000)
 HOST_GID=$(get HOST_GID 1000)
 BIND_ADDRESS=$(get BIND_ADDRESS 127.0.0.1)
@@ -85,6 +84,22 @@ else
         report PASS ".env: JUPYTER_TOKEN set (${#token} characters)"
     fi
     unset token
+    ray_token=$(get RAY_AUTH_TOKEN)
+    if [[ -z "${ray_token}" ]]; then
+        report FAIL ".env: RAY_AUTH_TOKEN is empty: the stack refuses to start (Ray runs with token authentication; generate one: openssl rand -hex 32; on a worker, the head's)"
+    elif ((${#ray_token} < 16)); then
+        report WARN ".env: RAY_AUTH_TOKEN is only ${#ray_token} characters: use a long random one (openssl rand -hex 32)"
+    else
+        report PASS ".env: RAY_AUTH_TOKEN set (${#ray_token} characters; Ray refuses clients without it)"
+    fi
+    unset ray_token
+    if [[ -n "$(get GPU_DEVICES)" ]]; then
+        report WARN ".env: GPU_DEVICES is no longer read: the containers get the first N_GPUS GPUs (README: \"Choosing GPUs\" to pick others); delete the line"
+    fi
+    compose_file=$(get COMPOSE_FILE)
+    if [[ -n "$(get RAY_HEAD_IP)" && "${compose_file}" != *docker-compose.multinode.yml* && "${compose_file}" != *docker-compose.worker.yml* ]]; then
+        report WARN ".env: RAY_HEAD_IP is set but COMPOSE_FILE names neither docker-compose.multinode.yml nor docker-compose.worker.yml: a plain \`docker compose up -d\` starts a single-machine stack (CLUSTER=head|worker bash scripts/init_env.sh writes it)"
+    fi
     if [[ "$(stat -c %a "${ENV_FILE}")" =~ [1-7]$ ]]; then
         report WARN ".env: readable by every user on this machine (it holds tokens): chmod 600 ${ENV_FILE}"
     fi
@@ -96,10 +111,16 @@ else
         report WARN ".env: HOST_UID:HOST_GID = ${HOST_UID}:${HOST_GID} but you are $(id -u):$(id -g): files the containers write will not be yours (set both to \`id -u\` / \`id -g\`)"
     fi
 fi
+allowed_hosts=",$(get MLFLOW_ALLOWED_HOSTS),"
 case "${BIND_ADDRESS}" in
 127.* | localhost | ::1) report PASS "bind address: ${BIND_ADDRESS} (reach the UIs through an SSH tunnel)" ;;
-0.0.0.0) report WARN "bind address: 0.0.0.0 publishes Jupyter and MLflow on every network of this machine (MLflow has no login)" ;;
-*) report WARN "bind address: ${BIND_ADDRESS}: Jupyter and MLflow are reachable from that network; make sure it is trusted" ;;
+0.0.0.0) report WARN "bind address: 0.0.0.0 publishes Jupyter and MLflow on every network of this machine; MLflow answers only the names in MLFLOW_ALLOWED_HOSTS: add each one you browse it by" ;;
+*)
+    report WARN "bind address: ${BIND_ADDRESS}: Jupyter and MLflow are reachable from that network; make sure it is trusted. Tunnels go to ${BIND_ADDRESS}, not 127.0.0.1: ssh -N -L 8888:${BIND_ADDRESS}:8888 -L 5000:${BIND_ADDRESS}:5000 ..."
+    if [[ "${allowed_hosts}" != *",${BIND_ADDRESS}:*,"* ]]; then
+        report FAIL "mlflow allowed hosts: MLFLOW_ALLOWED_HOSTS lacks ${BIND_ADDRESS}:* (BIND_ADDRESS): MLflow answers 403 to the workers and to browsers at that address; add \",${BIND_ADDRESS},${BIND_ADDRESS}:*\" (BIND_ADDRESS=${BIND_ADDRESS} bash scripts/init_env.sh writes it)"
+    fi
+    ;;
 esac
 
 # --- NVIDIA driver and GPUs -----------------------------------------------------------------------------
@@ -116,21 +137,16 @@ else
         report FAIL "driver: ${driver} is older than R${MIN_DRIVER}: the verl image (CUDA 13, torch 2.11) will not start; upgrade the driver"
     fi
     gpu_count=$(nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU ' || true)
-    IFS=',' read -r -a device_ids <<<"${GPU_DEVICES}"
-    bad_ids=()
-    for id in "${device_ids[@]}"; do
-        if [[ "${id}" =~ ^[0-9]+$ ]] && ((id >= gpu_count)); then bad_ids+=("${id}"); fi
-    done
     if ((gpu_count == 0)); then
         report FAIL "GPUs: none found by nvidia-smi"
-    elif ((${#bad_ids[@]} > 0)); then
-        report FAIL "GPUs: GPU_DEVICES=${GPU_DEVICES} names ${bad_ids[*]} but this machine has ${gpu_count} GPU(s) (0..$((gpu_count - 1)))"
-    elif ((N_GPUS != ${#device_ids[@]})); then
-        report FAIL "GPUs: N_GPUS=${N_GPUS} but GPU_DEVICES=${GPU_DEVICES} lists ${#device_ids[@]}: make them agree in .env"
+    elif ! [[ "${N_GPUS}" =~ ^[0-9]+$ ]]; then
+        report FAIL "GPUs: N_GPUS=${N_GPUS} is not a whole number: set it in .env to how many GPUs the containers get"
+    elif ((N_GPUS > gpu_count)); then
+        report FAIL "GPUs: N_GPUS=${N_GPUS} but this machine has ${gpu_count} GPU(s): Docker cannot reserve them; set N_GPUS=${gpu_count} or fewer in .env"
     elif ((N_GPUS < gpu_count)); then
-        report WARN "GPUs: using ${N_GPUS} of ${gpu_count} (GPU_DEVICES=${GPU_DEVICES})"
+        report WARN "GPUs: using the first ${N_GPUS} of ${gpu_count} (N_GPUS=${N_GPUS}; README \"Choosing GPUs\" to pick others)"
     else
-        report PASS "GPUs: ${gpu_count} found, N_GPUS=${N_GPUS}, GPU_DEVICES=${GPU_DEVICES}"
+        report PASS "GPUs: ${gpu_count} found, N_GPUS=${N_GPUS}"
     fi
 fi
 

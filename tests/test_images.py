@@ -333,7 +333,7 @@ def verdict(proc: subprocess.CompletedProcess, check: str) -> str:
 
 
 def test_doctor_passes_a_good_gpu_host(tmp_path):
-    proc = run_doctor(tmp_path, fake_gpu_host("580.82.07"), JUPYTER_TOKEN="x" * 32, N_GPUS="4", GPU_DEVICES="0,1,2,3")
+    proc = run_doctor(tmp_path, fake_gpu_host("580.82.07"), JUPYTER_TOKEN="x" * 32, N_GPUS="4")
     assert proc.stderr == "", proc.stderr
     for check in ("driver:", "GPUs:", "docker:", "compose:", "container toolkit:"):
         assert verdict(proc, check) == "PASS", proc.stdout
@@ -343,14 +343,14 @@ def test_doctor_passes_a_good_gpu_host(tmp_path):
     ("driver", "gpus", "compose", "env", "failing"),
     [
         ("570.172.08", 4, "2.29.1", {}, "driver:"),  # CUDA 12.8 driver: the verl image needs R580+
-        ("580.82.07", 2, "2.29.1", {}, "GPUs:"),  # GPU_DEVICES names GPUs 2 and 3 that do not exist
-        ("580.82.07", 4, "2.29.1", {"N_GPUS": "2"}, "GPUs:"),  # N_GPUS disagrees with GPU_DEVICES
+        ("580.82.07", 2, "2.29.1", {}, "GPUs:"),  # N_GPUS=4 asks for GPUs 2 and 3 that do not exist
+        ("580.82.07", 4, "2.29.1", {"N_GPUS": "four"}, "GPUs:"),  # not a count Docker can reserve
         ("580.82.07", 4, "2.17.3", {}, "compose:"),  # too old for optional depends_on / !reset
     ],
     ids=["old-driver", "missing-gpus", "n-gpus-mismatch", "old-compose"],
 )
 def test_doctor_fails_what_would_break_the_stack(tmp_path, driver, gpus, compose, env, failing):
-    settings = {"JUPYTER_TOKEN": "x" * 32, "N_GPUS": "4", "GPU_DEVICES": "0,1,2,3", **env}
+    settings = {"JUPYTER_TOKEN": "x" * 32, "N_GPUS": "4", **env}
     proc = run_doctor(tmp_path, fake_gpu_host(driver, gpus, compose), **settings)
     assert proc.returncode == 1 and proc.stderr == ""
     assert verdict(proc, failing) == "FAIL", proc.stdout

@@ -3,8 +3,10 @@
 # Face cache, then prepare data/gsm8k/ and cache the capability check's benchmark data, so training and
 # evaluation can run with HF_HUB_OFFLINE=1 afterwards.
 #
-#   docker compose --profile setup run --rm setup                  # what the README runs
-#   docker compose --profile setup run --rm setup --val-size 256   # extra args go to data/prepare_gsm8k.py
+#   docker compose --profile setup run --rm setup                              # what the README runs
+#   docker compose --profile setup run --rm setup prefetch.sh --val-size 256   # extra args go to data/prepare_gsm8k.py
+#
+# (Arguments after the service name replace its command, so extra arguments follow `prefetch.sh`.)
 #
 # Env: BASE_MODEL (Qwen/Qwen2.5-0.5B-Instruct), MODEL_REVISION, GSM8K_DATASET (openai/gsm8k), GSM8K_REVISION,
 # DATA_DIR (/workspace/data/gsm8k), HF_HOME (/cache/huggingface), HF_TOKEN (only for gated models).
