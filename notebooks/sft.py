@@ -22,6 +22,7 @@ from data.prompt import PROMPT_VERSION
 from rewards.gsm8k import MODES
 from scripts.lib import evaluation
 from scripts.lib.atomic import atomic_dir, atomic_write
+from scripts.lib.checkpoints import check_model
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, under_repo
 from scripts.lib.prompt_check import stale_prompt
@@ -97,7 +98,10 @@ class SFTRunConfig:
 
 
 def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
-    """The parquet files SFT needs; raises FileNotFoundError with the data-prep command if any is missing."""
+    """The parquet files SFT needs; raises FileNotFoundError with the data-prep command if any is missing.
+
+    Also checks `model_path` (a model folder, or a hub id that can load), so a typo stops here, not minutes later.
+    """
     files = {name: cfg.data_path / filename for name, filename in DATA_FILES.items()}
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
@@ -110,6 +114,7 @@ def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
     stale = stale_prompt(cfg.data_path)
     if stale:
         raise ValueError(stale)
+    check_model(cfg.model_path)
     return files
 
 

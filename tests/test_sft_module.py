@@ -36,6 +36,28 @@ def test_data_from_an_older_prompt_template_is_refused(tmp_path, gsm8k_data_dir)
         sft.check_data(_cfg(tmp_path, data_dir=str(stale)))
 
 
+@pytest.mark.parametrize(
+    "model, says",
+    [
+        ("{tmp}/no-such-model", "no such folder, and not a Hugging Face hub id"),
+        ("{tmp}", r"holds no model \(no config\.json\)"),
+        ("Qwen/Qwen2.5-0.5B-Instruct-typo", "is not in the Hugging Face cache"),  # the suite runs HF_HUB_OFFLINE=1
+    ],
+)
+def test_a_bad_model_path_stops_with_the_data_check_before_any_model_loads(model, says, tmp_path, gsm8k_data_dir):
+    import sys
+
+    cfg = _cfg(tmp_path, data_dir=str(gsm8k_data_dir), model_path=model.format(tmp=tmp_path))
+    loaded_before = "transformers.models.qwen2.modeling_qwen2" in sys.modules
+    with pytest.raises(FileNotFoundError, match=says):
+        sft.check_data(cfg)
+    assert ("transformers.models.qwen2.modeling_qwen2" in sys.modules) == loaded_before  # nothing was loaded
+
+
+def test_a_model_folder_or_a_cached_hub_id_passes_the_check(tmp_path, gsm8k_data_dir, tiny_model_dir):
+    assert sft.check_data(_cfg(tmp_path, data_dir=str(gsm8k_data_dir), model_path=str(tiny_model_dir)))
+
+
 def test_paths_default_under_the_repo_and_keep_absolute_ones(tmp_path):
     cfg = sft.SFTRunConfig(run_name="r1")
     assert cfg.data_path == sft.REPO_ROOT / "data" / "gsm8k"

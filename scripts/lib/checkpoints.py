@@ -34,6 +34,28 @@ def read_sft_manifest(manifest: Path = SFT_MANIFEST, root: Path = REPO_ROOT) -> 
     return {**data, "path": path}
 
 
+def check_model(model: str) -> None:
+    """Fail in milliseconds, before anything loads, when `model` cannot be a model.
+
+    A local folder must hold config.json; anything else must look like a hub id (`org/name`), and with
+    HF_HUB_OFFLINE=1 be in the Hugging Face cache already. FileNotFoundError says which and what to do.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{model} holds no model (no config.json): give a saved Hugging Face model folder")
+        return
+    if path.exists() or model.startswith(("/", ".", "~")) or model.count("/") > 1 or not model.strip():
+        raise FileNotFoundError(f"model {model!r}: no such folder, and not a Hugging Face hub id (org/name)")
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise FileNotFoundError(
+            f"model {model!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1: "
+            "fill it once with `docker compose --profile setup run --rm setup`, or give a local model folder"
+        )
+
+
 def latest_step(experiment: Path) -> int | None:
     """The step of the newest complete checkpoint in a verl experiment folder, or None when there is none."""
     try:
