@@ -83,9 +83,10 @@ def need_ref(cfg: DictConfig) -> bool:
     return bool(cfg.algorithm.get("use_kl_in_reward", False) or cfg.actor_rollout_ref.actor.use_kl_loss)
 
 
-def leaves(node: Any, prefix: str) -> list[tuple[str, Any]]:
-    if isinstance(node, DictConfig):
-        return [leaf for k in node.keys() for leaf in leaves(node[k], f"{prefix}.{k}")]
+def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """[('a.b.c', value), ...] of a plain mapping (OmegaConf.to_container); lists stay whole."""
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}.{k}" if prefix else str(k))]
     return [(prefix, node)]
 
 
@@ -104,7 +105,7 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
         if override.startswith("+") and not override.startswith("++") and not FREEFORM & set(key.split(".")[:-1]):
             add(key, f"verl would never read '+{key}'{suggest(cfg, key)} (use '++' to force it)")
     for top in (k for k in LEGACY_REWARD_KEYS if k in cfg):
-        for key, _ in (leaf for leaf in leaves(cfg[top], top) if leaf[1] is not None):
+        for key, _ in (leaf for leaf in leaves(OmegaConf.to_container(cfg[top]), top) if leaf[1] is not None):
             add(key, f"verl 0.9.1's main_ppo ignores the top-level '{top}' (only the fully-async trainer migrates "
                      f"it) and would score with its built-in GSM8K scorer: use 'reward.{key}'")  # fmt: skip
     path = get("reward.custom_reward_function.path")

@@ -35,7 +35,10 @@ from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, SFT_MANIFEST
 from scripts.rl_preflight import DATA_FILES, LaunchError
 
 ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRunner actor on every Ray node
-CPU_PLUGIN = "scripts.rl_cpu"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
+CPU, CPU_PLUGIN = (
+    rc.CONFIG_DIR / "cpu.yaml",
+    "scripts.rl_cpu",
+)  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
 
 
 @dataclass
@@ -159,9 +162,7 @@ def launcher_overrides(s: Settings) -> list[str]:
                           f"platform), but RAY_ADDRESS={s.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
                           "or set N_GPUS to its GPUs")  # fmt: skip
     if s.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
-        overrides += [
-            f"++{k[1:]}={hydra_str(v)}" for k, v in rc.leaves(OmegaConf.load(rc.CONFIG_DIR / "cpu.yaml"), "")
-        ]
+        overrides += [f"++{k}={hydra_str(v)}" for k, v in rc.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
     return overrides
 
 
@@ -235,9 +236,8 @@ def check_resume(s: Settings, cfg: DictConfig, logged_params: dict[str, str]) ->
     """Refuse a rerun whose config differs from the one its MLflow run already logged as params."""
     if not ((saved := s.checkpoint_dir / "launch_config.yaml").is_file() and logged_params):
         return
-    old, new = (dict(rc.leaves(OmegaConf.create(OmegaConf.to_container(c, resolve=True)), "")) for c in
-                (OmegaConf.load(saved), cfg))  # fmt: skip
-    if changed := sorted(k[1:] for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")):
+    old, new = (dict(rc.leaves(OmegaConf.to_container(c, resolve=True))) for c in (OmegaConf.load(saved), cfg))
+    if changed := sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")):
         raise LaunchError(f"{s.checkpoint_dir} was launched with another config (changed: {', '.join(changed[:8])}"
                           f"{', ...' if len(changed) > 8 else ''}). MLflow refuses changed parameters on the run this "
                           "job would continue, and verl would then train untracked. Rerun with the old settings, "

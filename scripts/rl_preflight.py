@@ -179,20 +179,19 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
                           ) from exc  # fmt: skip
     finally:
         ray.shutdown()
-    usable = [n for n in nodes if n["Resources"].get("GPU", 0) >= n_gpus]
-    if len(usable) < nnodes:
-        have = ", ".join(f"{n['NodeManagerAddress']} {n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
-        raise LaunchError(f"need {nnodes} Ray node(s) with >= {n_gpus} GPUs, the cluster has [{have}]: join the "
-                          "worker nodes (`ray start --address=<head>:6379`) or lower NNODES / N_GPUS")  # fmt: skip
-    short = [n for n in usable if n["Resources"].get("CPU", 0) < CPUS_PER_GPU * n_gpus]
-    if len(usable) - len(short) < nnodes:
-        raise LaunchError(f"Ray node {short[0]['NodeManagerAddress']} offers {short[0]['Resources'].get('CPU', 0):g} "
-                          f"CPUs; verl reserves {CPUS_PER_GPU} per GPU: restart Ray with `--num-cpus="
-                          f"{CPUS_PER_GPU * n_gpus}` or more, or the job waits forever at 0% GPU")  # fmt: skip
+    found = [(n["NodeManagerAddress"], n["Resources"].get("GPU", 0), n["Resources"].get("CPU", 0)) for n in nodes]
+    if sum(gpus >= n_gpus and cpus >= CPUS_PER_GPU * n_gpus for _, gpus, cpus in found) < nnodes:
+        raise LaunchError(
+            f"need {nnodes} Ray node(s) with >= {n_gpus} GPUs and >= {CPUS_PER_GPU * n_gpus} CPUs (verl reserves "
+            f"{CPUS_PER_GPU} per GPU and otherwise waits forever at 0% GPU), the cluster has ["
+            + ", ".join(f"{addr}: {gpus:g} GPU, {cpus:g} CPU" for addr, gpus, cpus in found)
+            + "]: join the worker nodes (`ray start --address=<head>:6379`), restart Ray with more `--num-cpus` "
+            "(logical CPUs: Ray does not pin cores), or lower NNODES / N_GPUS"
+        )
     if (cpus := sum(n["Resources"].get("CPU", 0) for n in nodes)) < need:
         raise LaunchError(f"the Ray cluster at {address} offers {cpus:g} CPUs; {budget}: restart the head with "
                           f"`ray start --num-cpus=N` so the nodes add up to >= {need}")  # fmt: skip
-    return f"cluster at {address}: {len(nodes)} node(s), {sum(n['Resources'].get('GPU', 0) for n in nodes):g} GPUs"
+    return f"cluster at {address}: {len(nodes)} node(s), {sum(gpus for _, gpus, _ in found):g} GPUs"
 
 
 def ensure_model(model: str) -> Path:
