@@ -268,8 +268,7 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
         print(f"preflight: removed {gone} (trainer.max_actor_ckpt_to_keep={keep}; verl prunes only its own)")
     if not skip_preflight:
         if s.n_gpus:
-            print(f"preflight: GPUs {pre.check_gpus(s.n_gpus)}; /dev/shm {pre.check_shm()}", flush=True)
-            print(f"preflight: GPU memory {pre.free_gpu_memory(cfg)}", flush=True)
+            print(f"preflight: GPUs {pre.check_gpus(s.n_gpus, cfg)}; /dev/shm {pre.check_shm()}", flush=True)
         print(f"preflight: Ray {pre.check_ray(s.ray_address, s.slots, s.nnodes, cfg)}", flush=True)
         # verl deletes its oldest checkpoint before it saves the next: at most `keep` new ones on disk
         hf = "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents

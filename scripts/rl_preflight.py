@@ -1,9 +1,5 @@
-"""What a real RL launch checks and prepares before verl starts (scripts/rl_launch.py calls these).
-
-Each check returns a line for the launch log or raises LaunchError saying what to do; without it verl would
-fail minutes later, hang at 0% GPU, or train untracked: GSM8K parquet (else data prep runs), visible and free
-GPUs, /dev/shm, Ray's CPU budget, the resume world size, disk, MLflow and the run this checkpoint folder logs
-into (its id kept in <CHECKPOINT_DIR>/mlflow_run_id, so a resumed job continues it).
+"""What a real RL launch checks and prepares before verl starts, which would otherwise fail minutes later, hang at
+0% GPU, or train untracked. Each check returns a line for the launch log or raises LaunchError saying what to do.
 """
 
 from __future__ import annotations
@@ -72,24 +68,19 @@ def smi(*query: str) -> list[list[str]]:
     return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
 
 
-def check_gpus(n_gpus: int) -> str:
-    gpus = [", ".join(row) for row in smi("--query-gpu=name,memory.total")]
+def check_gpus(n_gpus: int, cfg) -> str:
+    """N_GPUS visible here, each with vLLM's gpu_memory_utilization share free (else: who holds it)."""
+    gpus = smi("--query-gpu=index,uuid,memory.total,memory.free,name")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").strip()  # narrows what nvidia-smi lists
     gpus = gpus if visible in ("", "all") else gpus[: len([d for d in visible.split(",") if d.strip()])]
     if len(gpus) < n_gpus:
-        seen = f"{len(gpus)} ({'; '.join(gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
+        seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
         raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: set N_GPUS={len(gpus) or 1} (GPUs per "
                           "node), or give the container the GPUs (GPU_DEVICES in .env)")  # fmt: skip
     if len(gpus) > n_gpus:
         logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
-    return f"{len(gpus)} x {gpus[0]}"
-
-
-def free_gpu_memory(cfg) -> str:
-    """vLLM starts only if each GPU has gpu_memory_utilization x its memory free: name who holds it."""
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
-    gpus = smi("--query-gpu=index,uuid,memory.total,memory.free")[: int(cfg.trainer.n_gpus_per_node)]
-    for index, uuid, total, free in gpus:
+    for index, uuid, total, free, _ in gpus[:n_gpus]:
         if float(free) < (need := ratio * float(total)):
             apps = smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
             users = [f"pid {pid} {name} ({used} MiB)" for gpu, pid, name, used in apps if gpu == uuid]
@@ -99,7 +90,7 @@ def free_gpu_memory(cfg) -> str:
                 f"{'; '.join(users) or 'a process nvidia-smi cannot see (another container?)'}. Stop it (a notebook "
                 "kernel left running is the usual one: Kernel > Shut Down) or lower gpu_memory_utilization"
             )
-    return f"{len(gpus)} GPU(s) with >= {ratio:.0%} free" if gpus else "not checked (no nvidia-smi)"
+    return f"{n_gpus} x {gpus[0][4]}, each with >= {ratio:.0%} of its memory free"
 
 
 def check_world_size(checkpoint_dir: Path, world_size: int) -> str:

@@ -97,9 +97,9 @@ def test_resume_with_another_world_size_is_refused_with_the_numbers(tmp_path):
 
 FAKE_SMI = """#!/usr/bin/env bash
 case "$*" in
-  *--query-gpu=index,uuid*) echo "0, GPU-aaa, 81559, 80000"; echo "1, GPU-bbb, 81559, 12000" ;;
+  *--query-gpu=index,uuid*) echo "0, GPU-aaa, 81559, 80000, NVIDIA H100"
+                            echo "1, GPU-bbb, 81559, 12000, NVIDIA H100" ;;
   *--query-compute-apps*) echo "GPU-bbb, 4242, /opt/conda/bin/python, 69000" ;;
-  *) echo "NVIDIA H100 80GB HBM3, 81559" ;;
 esac
 """
 
@@ -111,10 +111,12 @@ def test_busy_gpu_names_the_process_holding_it(tmp_path, tiny_model_dir, gsm8k_d
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{smi.parent}:/usr/bin:/bin")
     _, cfg, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="1"), [])
-    assert rl_preflight.free_gpu_memory(cfg) == "1 GPU(s) with >= 50% free"  # GPU 0 only
+    assert rl_preflight.check_gpus(1, cfg) == "1 x NVIDIA H100, each with >= 50% of its memory free"  # GPU 0 only
     _, two, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="2"), [])
     with pytest.raises(LaunchError, match=r"GPU 1 has 12000 of 81559 MiB free.*pid 4242 /opt/conda/bin/python"):
-        rl_preflight.free_gpu_memory(two)
+        rl_preflight.check_gpus(2, two)
+    with pytest.raises(LaunchError, match=r"N_GPUS=3 but this node sees 2 \(NVIDIA H100; NVIDIA H100\): set N_GPUS=2"):
+        rl_preflight.check_gpus(3, two)
 
 
 # --- checkpoints of earlier launches ---------------------------------------------------------------
