@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import re
 import sys
@@ -137,7 +138,7 @@ def local_ray_cluster(env: Mapping[str, str]) -> str | None:
 
 def hydra_str(value: Any) -> str:
     """A Hydra override value; strings stay strings whatever they hold (spaces, commas, '007', 'true')."""
-    return "'" + str(value).replace("'", "\\'") + "'" if isinstance(value, str | Path) else str(value)
+    return "'" + str(value).replace("'", "\\'") + "'" if isinstance(value, str | Path) else json.dumps(value)
 
 
 def launcher_overrides(s: Settings) -> list[str]:
