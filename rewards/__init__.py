@@ -1,9 +1,11 @@
 """Reward functions for GSM8K post-training, and the registry that names them.
 
 Each reward is one pure function with verl's custom-reward signature
-`fn(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict`.
-verl loads a reward by file and function name (`reward.custom_reward_function.path/.name`);
-Python callers (evaluation, the SFT notebook) pick one by registry name:
+`fn(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict`, defined in a
+self-contained file under rewards/ (verl imports that file by path inside its Ray workers). A registry
+entry is such a function or a `functools.partial` of one: `REWARD=<name> bash scripts/run_grpo.sh`
+hands verl its file, function name and keyword arguments (`reward.custom_reward_function.path`,
+`.name`, `.reward_kwargs`); Python callers call it directly:
 
     >>> from rewards import get_reward
     >>> get_reward("gsm8k_flexible")(None, "The answer is 18.", "18")["acc"]
@@ -21,9 +23,8 @@ from rewards import gsm8k
 RewardFn = Callable[..., dict[str, Any]]
 
 REWARDS: dict[str, RewardFn] = {
-    "gsm8k_strict": partial(gsm8k.compute_score, mode="strict"),
+    "gsm8k_strict": partial(gsm8k.compute_score, mode="strict"),  # the RL default: the `####` format SFT teaches
     "gsm8k_flexible": partial(gsm8k.compute_score, mode="flexible"),
-    "gsm8k_xml": gsm8k.compute_xml_score,
 }
 
 

@@ -10,7 +10,7 @@ verl loads this file by path (`reward.custom_reward_function.path=rewards/gsm8k.
     >>> compute_score("openai/gsm8k", "So she earned $12,500.00.", "12500", mode="flexible")
     {'score': 1.0, 'acc': 1.0, 'pred': '12500'}
 
-Modes (kwarg `mode`, from `+reward.custom_reward_function.reward_kwargs.mode=...`):
+Modes (kwarg `mode`: `REWARD=gsm8k_strict|gsm8k_flexible` for RL, see rewards/__init__.py):
 
 - `strict`: the number after the LAST `####`. Accepts `#### $1,234.00.`, `####42`, `#### 007`,
   `#### 50%`, `#### 18 apples`, `#### -5`, `#### +5`, and the light decoration graders accept around
@@ -35,7 +35,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["MODES", "canonical_number", "compute_score", "compute_xml_score", "extract_answer"]
+__all__ = ["MODES", "canonical_number", "compute_score", "extract_answer"]
 
 MODES = ("strict", "flexible")
 MARKER = "####"
@@ -256,43 +256,3 @@ def compute_score(
         "acc": 1.0 if correct else 0.0,
         "pred": pred,
     }
-
-
-def _xml_well_formed(text: str) -> bool:
-    """`<reasoning>...</reasoning>` then `<answer>...</answer>`, nothing else around them."""
-    body = text.strip()
-    if not (body.startswith("<reasoning>") and body.endswith("</answer>")):
-        return False
-    mid = body.find("</reasoning>")
-    if mid < 0:
-        return False
-    rest = body[mid + len("</reasoning>") :].lstrip()
-    return rest.startswith("<answer>") and rest.count("<answer>") == 1 and body.count("<reasoning>") == 1
-
-
-def compute_xml_score(
-    data_source: str | None,
-    solution_str: Any,
-    ground_truth: Any,
-    extra_info: dict | None = None,
-    correct_score: float = 1.0,
-    format_weight: float = 0.2,
-    **kwargs: Any,
-) -> dict[str, float | str]:
-    """Composite reward for `<reasoning>...</reasoning><answer>...</answer>` style training.
-
-    score = correct_score * (answer inside `<answer>` is right) + format_weight * (well-formed).
-
-    Returns:
-        Always `score`, `acc`, `pred` (as `compute_score`) and `format` (1.0 if well-formed).
-
-    >>> compute_xml_score(None, "<reasoning>6*7</reasoning>\\n<answer>42</answer>", "42")
-    {'score': 1.2, 'acc': 1.0, 'pred': '42', 'format': 1.0}
-    """
-    if not isinstance(solution_str, str):
-        return {"score": 0.0, "acc": 0.0, "pred": "", "format": 0.0}
-    pred = _answer_tag(solution_str) or ""
-    correct = bool(pred) and pred == _truth(ground_truth if isinstance(ground_truth, str) else str(ground_truth))
-    well_formed = _xml_well_formed(solution_str)
-    score = correct_score * correct + format_weight * well_formed
-    return {"score": float(score), "acc": float(correct), "pred": pred, "format": float(well_formed)}

@@ -3,13 +3,12 @@
 #
 #   docker compose exec verl bash run_ppo.sh                     # 4 GPUs, from the latest SFT checkpoint
 #   docker compose exec verl bash run_ppo.sh --dry-run           # compose + validate only, no GPU needed
-#   N_GPUS=1 bash scripts/run_ppo.sh trainer.total_epochs=1      # env knobs + Hydra overrides
+#   N_GPUS=1 REWARD=gsm8k_flexible bash scripts/run_ppo.sh trainer.total_epochs=1   # env knobs + Hydra overrides
 #
-# Hyperparameters: verl_configs/ppo_gsm8k.yaml (+ gsm8k_base.yaml). Env knobs: scripts/_launch_rl.sh.
-# Checkpoints: models/rl/<experiment>/global_step_N/ (HF weights in actor/huggingface); rerunning the
-# same command resumes from the last one and logs into the same MLflow run.
+# Hyperparameters: verl_configs/ppo_gsm8k.yaml (+ gsm8k_base.yaml); env knobs: README, RL section;
+# the launcher: scripts/rl_launch.py. PYTHON: the interpreter with verl (default python3).
 set -euo pipefail
 
-ALGO=ppo
-# shellcheck source-path=SCRIPTDIR source=_launch_rl.sh
-source "$(dirname "${BASH_SOURCE[0]}")/_launch_rl.sh"
+# The repo root on PYTHONPATH (the containers set /workspace): Ray's workers import scripts/rl_cpu.py from it on CPU.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}" exec "${PYTHON:-python3}" -m scripts.rl_launch --algo ppo "$@"

@@ -132,6 +132,25 @@ def test_reward_kwargs_reach_the_function(tiny_model_dir):
     assert [r["reward_extra_info"]["pred"] for r in results] == ["72", "71"]
 
 
+@pytest.mark.parametrize(("name", "scores"), [("gsm8k_strict", [0.0, 0.0]), ("gsm8k_flexible", [1.0, 0.0])])
+def test_reward_chosen_by_name_is_what_verls_worker_calls(name, scores, tmp_path, tiny_model_dir, gsm8k_data_dir):
+    """`REWARD=<name> bash scripts/run_grpo.sh`: the config the launcher composes makes verl's worker score by it."""
+    from transformers import AutoTokenizer
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
+    from scripts import rl_launch
+
+    env = {"MODEL_PATH": str(tiny_model_dir), "DATA_DIR": str(gsm8k_data_dir), "CHECKPOINT_DIR": str(tmp_path),
+           "RAY_TMPDIR": str(tmp_path / "no-ray"), "N_GPUS": "1", "REWARD": name}  # fmt: skip
+    _, config, problems = rl_launch.build(rl_launch.Settings.from_env("grpo", env), [])
+    assert not problems and config.reward.custom_reward_function.path == str(REWARD_FILE)
+    worker = RewardLoopWorker(config)
+    samples = [("The answer is 72.", "72"), ("The answer is 71.", "72")]  # no `####`: only flexible reads it
+    data, _ = _batch(AutoTokenizer.from_pretrained(tiny_model_dir), samples)
+    results = worker.loop.run_until_complete(worker.compute_score_batch(data))
+    assert [r["reward_score"] for r in results] == scores
+
+
 def test_legacy_top_level_key_is_silently_ignored_by_verl(tiny_model_dir):
     """Why the README and the dry run insist on `reward.custom_reward_function`: verl 0.9.1 takes the old
     top-level `custom_reward_function` key without complaint and scores with its built-in scorer."""

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import data.prompt
 import rewards
 import rewards.gsm8k
-from rewards.gsm8k import canonical_number, compute_score, compute_xml_score, extract_answer
+from rewards.gsm8k import canonical_number, compute_score, extract_answer
 
 KEYS = {"score", "acc", "pred"}
 
@@ -173,27 +173,8 @@ def test_unknown_mode_is_a_config_error():
 def test_registry_names_and_errors():
     assert rewards.get_reward("gsm8k_flexible")(None, "The answer is 9", "9")["acc"] == 1.0
     assert rewards.get_reward("gsm8k_strict")(None, "The answer is 9", "9")["acc"] == 0.0
-    with pytest.raises(KeyError, match="gsm8k_flexible, gsm8k_strict, gsm8k_xml"):
+    with pytest.raises(KeyError, match=r"known rewards: gsm8k_flexible, gsm8k_strict\W*$"):
         rewards.get_reward("gsm8k")
-
-
-@pytest.mark.parametrize(
-    ("response", "score_", "fmt"),
-    [
-        ("<reasoning>6*12=72</reasoning>\n<answer>72</answer>", 1.2, 1.0),  # right and well-formed
-        ("<reasoning>6*12=70</reasoning><answer>70</answer>", 0.2, 1.0),  # wrong but well-formed
-        ("<answer>72</answer>", 1.0, 0.0),  # right, no reasoning block
-        ("Sure! <reasoning>x</reasoning><answer>72</answer>", 1.0, 0.0),  # text before the tags
-        ("<reasoning>x</reasoning><answer>72</answer><answer>5</answer>", 0.0, 0.0),  # two answers: last counts
-        ("#### 72", 0.0, 0.0),  # the #### format earns nothing here
-        (None, 0.0, 0.0),  # not a string
-    ],
-)
-def test_xml_composite(response, score_, fmt):
-    result = compute_xml_score(None, response, "72")
-    assert set(result) == KEYS | {"format"}
-    assert result["score"] == pytest.approx(score_)
-    assert result["format"] == fmt
 
 
 def test_docstring_examples():

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.rl_preflight import latest_step
+from scripts.lib.checkpoints import latest_step
 
 REPO = Path(__file__).resolve().parent.parent
 VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"

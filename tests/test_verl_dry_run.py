@@ -132,16 +132,19 @@ def test_invalid_config_fails_fast_naming_the_key(overrides, key, tiny_model_dir
 def main(capsys, tiny_model_dir: Path, data_dir: Path, ckpt: Path, *args: str) -> tuple[int, str, str]:
     from scripts import rl_launch
 
-    argv = ["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--checkpoint-dir", str(ckpt)]
-    rc = rl_launch.main(["--dry-run", "--mlflow-uri", "http://mlflow:5000", *argv, *args])
+    os.environ.update(MODEL_PATH=str(tiny_model_dir), DATA_DIR=str(data_dir), CHECKPOINT_DIR=str(ckpt))
+    rc = rl_launch.main(["--dry-run", *args])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
 
 @pytest.fixture
 def no_ray_cluster(monkeypatch, tmp_path):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    """The environment `main` reads: no Ray cluster, the stack's MLflow URI; undone after each test."""
+    for var in ("RAY_ADDRESS", "N_GPUS", "NNODES", "EXPERIMENT", "REWARD", "MODEL_PATH", "DATA_DIR", "CHECKPOINT_DIR"):
+        monkeypatch.setenv(var, "")  # empty counts as unset
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
 
 
 @pytest.mark.parametrize(
@@ -175,17 +178,33 @@ def test_worker_rules(args, key, says, capsys, no_ray_cluster, tiny_model_dir, g
 
 
 @pytest.mark.slow
-def test_documented_reward_mode_override_reaches_verl(
-    capsys, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path
+def test_reward_chosen_by_name_reaches_verl(
+    capsys, monkeypatch, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path
 ):
-    """The README's `+reward.custom_reward_function.reward_kwargs.mode=flexible` works although the YAML sets mode."""
+    """`REWARD=gsm8k_flexible bash scripts/run_grpo.sh`: the registry entry becomes verl's reward path/name/kwargs."""
     ckpt = tmp_path / "ckpt"
-    mode = "+reward.custom_reward_function.reward_kwargs.mode=flexible"
-    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, ckpt, "--algo", "grpo", mode)
+    monkeypatch.setenv("REWARD", "gsm8k_flexible")
+    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, ckpt, "--algo", "grpo")
     assert rc == 0, err
-    assert "{'mode': 'flexible'}" in out  # what verl's loader passes to compute_score
-    resolved = yaml.safe_load((ckpt / "dry_run_config.yaml").read_text())
-    assert resolved["reward"]["custom_reward_function"]["reward_kwargs"] == {"mode": "flexible"}
+    # what verl's own loader resolved and will call compute_score with
+    assert f"REWARD=gsm8k_flexible: {REPO / 'rewards' / 'gsm8k.py'}:compute_score {{'mode': 'flexible'}}" in out
+    reward = yaml.safe_load((ckpt / "dry_run_config.yaml").read_text())["reward"]["custom_reward_function"]
+    assert reward == {"path": str(REPO / "rewards" / "gsm8k.py"), "name": "compute_score",
+                      "reward_kwargs": {"mode": "flexible"}}  # fmt: skip
+    # A plain override of the kwargs key gsm8k_base.yaml sets still wins over the name.
+    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, ckpt, "--algo", "grpo",
+                        "reward.custom_reward_function.reward_kwargs.mode=strict")  # fmt: skip
+    assert rc == 0 and "{'mode': 'strict'}" in out, err
+
+
+def test_unknown_reward_name_is_refused_before_anything_starts(
+    capsys, monkeypatch, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    monkeypatch.setenv("REWARD", "gsm8k_xml")
+    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, tmp_path / "ckpt", "--algo", "grpo")
+    assert rc == 1 and "model:" not in out
+    assert "error: REWARD: unknown reward 'gsm8k_xml'; known rewards: gsm8k_flexible, gsm8k_strict" in err
+    assert not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.slow
@@ -224,6 +243,6 @@ def test_typo_suggests_the_real_key(capsys, no_ray_cluster, tiny_model_dir, gsm8
 
 def test_scripts_are_shellcheck_clean():
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    scripts = ["run_ppo.sh", "run_grpo.sh", "_launch_rl.sh", "export_checkpoint.sh"]
+    scripts = ["run_ppo.sh", "run_grpo.sh", "export_checkpoint.sh"]
     result = subprocess.run([str(shellcheck), "-x", *scripts], cwd=SCRIPTS, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

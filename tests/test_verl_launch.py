@@ -18,19 +18,26 @@ import pytest
 import yaml
 
 from scripts import rl_launch, rl_preflight
+from scripts.lib.paths import DEFAULT_MODEL
 from scripts.rl_preflight import LaunchError
 from tests.mlflow_server import mlflow_server
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-# --- model choice and names ------------------------------------------------------------------------
+# --- model choice, names and the environment ------------------------------------------------------
+
+
+def env(model, data: Path, ckpt: Path, **extra: str) -> dict[str, str]:
+    """The environment run_ppo.sh / run_grpo.sh pass on: the launcher reads nothing else."""
+    return {"MODEL_PATH": str(model), "DATA_DIR": str(data), "CHECKPOINT_DIR": str(ckpt),
+            "RAY_TMPDIR": str(ckpt.parent / "no-ray"), **extra}  # fmt: skip
 
 
 def test_model_path_wins_over_the_manifest(tmp_path):
     manifest = tmp_path / "latest.json"
     manifest.write_text(json.dumps({"path": "/nonexistent"}))
-    assert rl_launch.choose_model("/models/x", manifest)[:2] == ("/models/x", "MODEL_PATH is set")
+    assert rl_launch.choose_model("/models/x", DEFAULT_MODEL, manifest)[:2] == ("/models/x", "MODEL_PATH is set")
 
 
 def test_latest_sft_checkpoint_is_the_default(tmp_path, tiny_model_dir):
@@ -43,7 +50,7 @@ def test_latest_sft_checkpoint_is_the_default(tmp_path, tiny_model_dir):
         "created_at": "2025-01-02T03:04:05Z",
     }
     manifest.write_text(json.dumps(record))
-    model, why, data = rl_launch.choose_model("", manifest)
+    model, why, data = rl_launch.choose_model("", DEFAULT_MODEL, manifest)
     assert model == str(tiny_model_dir)
     assert why.startswith(f"latest SFT checkpoint in {manifest}")
     assert "MLflow run abc123" in why and "flexible 0.41" in why
@@ -55,45 +62,52 @@ def test_manifest_paths_are_relative_to_the_repo(tmp_path):
     manifest = tmp_path / "latest.json"
     manifest.write_text(json.dumps({"path": "models/sft/tiny-test-run"}))
     with pytest.raises(LaunchError, match=f"names {model}, which holds no model"):
-        rl_launch.choose_model("", manifest)
+        rl_launch.choose_model("", DEFAULT_MODEL, manifest)
 
 
 def test_model_path_that_is_not_a_folder_fails_before_anything_else(tmp_path):
-    args, _ = rl_launch.parse_args(["--algo", "ppo", "--model", str(tmp_path / "nope"), "--dry-run"])
     with pytest.raises(LaunchError, match="is not a directory"):
-        rl_launch.settings_from_args(args)
+        rl_launch.Settings.from_env("ppo", {"MODEL_PATH": str(tmp_path / "nope")})
 
 
-def test_no_manifest_means_the_released_model(tmp_path, monkeypatch):
-    monkeypatch.delenv("BASE_MODEL", raising=False)
-    model, why, _ = rl_launch.choose_model("", tmp_path / "missing.json")
-    assert model == "Qwen/Qwen2.5-0.5B-Instruct" and "no SFT manifest" in why
+def test_no_manifest_means_the_released_model_or_the_base_model_from_env(tmp_path, monkeypatch):
+    monkeypatch.setattr(rl_launch, "SFT_MANIFEST", tmp_path / "missing.json")
+    s = rl_launch.Settings.from_env("ppo", {})
+    assert s.model == "Qwen/Qwen2.5-0.5B-Instruct" and "no SFT manifest" in s.model_reason
+    s = rl_launch.Settings.from_env("ppo", {"BASE_MODEL": "Qwen/Qwen2.5-1.5B-Instruct"})  # .env's, passed by compose
+    assert s.model == "Qwen/Qwen2.5-1.5B-Instruct" and "BASE_MODEL" in s.model_reason
+    assert s.experiment == "ppo-qwen2.5-1.5b-instruct"
 
 
-def test_no_manifest_means_the_base_model_from_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("BASE_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # .env's BASE_MODEL, passed by compose
-    model, why, _ = rl_launch.choose_model("", tmp_path / "missing.json")
-    assert model == "Qwen/Qwen2.5-1.5B-Instruct" and "BASE_MODEL" in why
+def test_environment_knobs_are_read_once_into_settings(tmp_path, tiny_model_dir, gsm8k_data_dir):
+    s = rl_launch.Settings.from_env("grpo", env(tiny_model_dir, gsm8k_data_dir, tmp_path / "ck", N_GPUS="0"))
+    assert (s.n_gpus, s.slots, s.nnodes, s.model, s.reward) == (0, 1, 1, str(tiny_model_dir), "gsm8k_strict")
+    assert (s.checkpoint_dir, s.mlflow_uri, s.experiment) == (tmp_path / "ck", "http://mlflow:5000", "grpo-model")
+    assert rl_launch.Settings.from_env("ppo", env(tiny_model_dir, gsm8k_data_dir, tmp_path, N_GPUS="")).n_gpus == 4
+    for bad in ({"N_GPUS": "four"}, {"NNODES": "0"}, {"N_GPUS": "0", "NNODES": "2"}):
+        with pytest.raises(LaunchError, match=r"(N_GPUS|NNODES)=.* in the environment: use a whole number"):
+            rl_launch.Settings.from_env("ppo", env(tiny_model_dir, gsm8k_data_dir, tmp_path, **bad))
+    with pytest.raises(LaunchError, match=r"EXPERIMENT='a b': use letters"):
+        rl_launch.Settings.from_env("ppo", env(tiny_model_dir, gsm8k_data_dir, tmp_path, EXPERIMENT="a b"))
 
 
-def test_environment_knobs_are_the_launchers_defaults(monkeypatch, capsys):
-    monkeypatch.setenv("N_GPUS", "0")
-    monkeypatch.setenv("MODEL_PATH", "/models/tiny")
-    monkeypatch.setenv("RAY_NUM_CPUS", "")  # empty counts as unset, as `${RAY_NUM_CPUS:-}` did
-    args, rest = rl_launch.parse_args(["--algo", "ppo", "trainer.total_epochs=1"])
-    assert (args.n_gpus, args.model, args.ray_num_cpus, args.nnodes, rest) == (0, "/models/tiny", 0, 1, rest)
-    assert rl_launch.parse_args(["--algo", "ppo", "--n-gpus", "2"])[0].n_gpus == 2  # a flag still wins
-    monkeypatch.setenv("N_GPUS", "four")
+def test_flags_are_not_a_second_way_to_set_the_environment(capsys):
     with pytest.raises(SystemExit):
-        rl_launch.parse_args(["--algo", "ppo"])
-    assert "N_GPUS='four' in the environment" in capsys.readouterr().err
+        rl_launch.main(["--algo", "ppo", "--n-gpus", "2", "--dry-run"])
+    assert "unknown option(s) --n-gpus: settings are environment variables" in capsys.readouterr().err
+
+
+def test_unknown_reward_is_refused_naming_the_known_ones(tmp_path, tiny_model_dir, gsm8k_data_dir):
+    with pytest.raises(LaunchError) as refused:
+        rl_launch.Settings.from_env("grpo", env(tiny_model_dir, gsm8k_data_dir, tmp_path, REWARD="gsm8k_xml"))
+    assert "REWARD: unknown reward 'gsm8k_xml'; known rewards: gsm8k_flexible, gsm8k_strict" in str(refused.value)
 
 
 def test_broken_manifest_is_an_error_not_a_silent_fallback(tmp_path):
     manifest = tmp_path / "latest.json"
     manifest.write_text("{not json")
     with pytest.raises(LaunchError, match="is not an SFT manifest"):
-        rl_launch.choose_model("", manifest)
+        rl_launch.choose_model("", DEFAULT_MODEL, manifest)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +129,7 @@ def test_preflight_errors_say_what_to_do(tmp_path, monkeypatch):
         rl_preflight.check_shm(min_gib=10**9)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
     with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*set N_GPUS=1"):
-        rl_preflight.check_gpus(4)
+        rl_preflight.check_gpus(4, cfg=None)
     with pytest.raises(LaunchError, match=r"NNODES=2 needs a running Ray cluster"):
         rl_preflight.check_ray(None, 4, 2, cfg=None)
     with pytest.raises(LaunchError, match=r"checkpoints need ~.* GiB free: free space, set CHECKPOINT_DIR"):
@@ -154,10 +168,10 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
 
     monkeypatch.setattr(os, "execvpe", fake_exec)
     monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
-    argv = ["--algo", "ppo", "--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--experiment", "ppo-tiny"]
-    argv += ["--checkpoint-dir", str(ckpt), "--mlflow-uri", uri, "--skip-preflight", *overrides]
+    s = rl_launch.Settings.from_env("ppo", env(tiny_model_dir, data_dir, ckpt, EXPERIMENT="ppo-tiny",
+                                               MLFLOW_TRACKING_URI=uri))  # fmt: skip
     with pytest.raises(Exec) as caught:
-        rl_launch.launch(*rl_launch.parse_args(argv))
+        rl_launch.launch(s, list(overrides), skip_preflight=True)
     Path(caught.value.env.pop("RAY_TMPDIR")).rmdir()  # the local Ray's own temp dir: made, empty, unused here
     return caught.value
 
@@ -241,10 +255,8 @@ def test_mlflow_uri_reaches_verls_task_runner_actor(monkeypatch, tmp_path, mlflo
     for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
     ckpt = tmp_path / "ckpt"
-    args, _ = rl_launch.parse_args(["--algo", "grpo", "--model", str(tiny_model_dir), "--data-dir",
-                                    str(gsm8k_data_dir), "--checkpoint-dir", str(ckpt), "--mlflow-uri", mlflow_uri,
-                                    "--n-gpus", "1"])  # fmt: skip
-    settings = rl_launch.settings_from_args(args)
+    knobs = env(tiny_model_dir, gsm8k_data_dir, ckpt, N_GPUS="1", MLFLOW_TRACKING_URI=mlflow_uri, RAY_TMPDIR=ray_tmp)
+    settings = rl_launch.Settings.from_env("grpo", knobs)
     settings.run_id, _ = rl_preflight.ensure_mlflow_run(mlflow_uri, "gsm8k-rl", "probe", ckpt, {})
     _, cfg, _ = rl_launch.build(settings, ["ray_kwargs.ray_init.num_cpus=2"])
 

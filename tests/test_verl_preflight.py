@@ -20,23 +20,18 @@ from scripts.rl_preflight import LaunchError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def settings(tmp_path: Path, model: Path, data: Path, *extra: str, uri: str = "http://mlflow:5000"):
-    argv = ["--algo", "ppo", "--model", str(model), "--data-dir", str(data), "--checkpoint-dir", str(tmp_path / "ck")]
-    args, _ = rl_launch.parse_args([*argv, "--mlflow-uri", uri, *extra])
-    return rl_launch.settings_from_args(args)
-
-
-@pytest.fixture(autouse=True)
-def no_ray_cluster(monkeypatch, tmp_path):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
+def settings(tmp_path: Path, model: Path, data: Path, algo: str = "ppo", **env: str) -> rl_launch.Settings:
+    """What run_ppo.sh / run_grpo.sh would launch with this environment (and no Ray cluster on this node)."""
+    env = {"MODEL_PATH": str(model), "DATA_DIR": str(data), "CHECKPOINT_DIR": str(tmp_path / "ck"),
+           "RAY_TMPDIR": str(tmp_path / "no-ray"), **env}  # fmt: skip
+    return rl_launch.Settings.from_env(algo, env)
 
 
 # --- Ray CPU budget: TransferQueue holds CPUs before verl asks for its GPU bundles -------------------
 
 
 def test_ray_cpu_budget_counts_transferqueue_storage_units(tmp_path, tiny_model_dir, gsm8k_data_dir, monkeypatch):
-    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "4")
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="4")
     monkeypatch.setattr(rl_launch.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)  # a small container
     overrides, cfg, _ = rl_launch.build(s, [])
     assert rl_preflight.ray_cpu_budget(cfg) == 3 * 4 + 8 + 1  # GPU bundles + 8 storage units + TaskRunner
@@ -49,37 +44,35 @@ def test_ray_cpu_budget_counts_transferqueue_storage_units(tmp_path, tiny_model_
 
 
 def test_cpu_run_budget_and_overrides_come_from_cpu_yaml(tmp_path, tiny_model_dir, gsm8k_data_dir):
-    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "0")
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="0")
     overrides, cfg, problems = rl_launch.build(s, [])
-    assert not [p for p in problems if p.severity == "error"], problems
+    assert not problems, problems
     assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 1
     assert cfg.actor_rollout_ref.rollout.name == "transformers"
     assert cfg.critic.model.override_config.attn_implementation == "sdpa"
     assert (cfg.ray_kwargs.ray_init.num_cpus, rl_preflight.ray_cpu_budget(cfg)) == (16, 3 + 2 + 1)
-    assert '++trainer.device="cpu"' in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
+    assert "++trainer.device='cpu'" in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
     s.ray_address = "10.0.0.1:6379"  # RAY_ADDRESS: a cluster would not load the CPU platform into its workers
     with pytest.raises(LaunchError, match=r"N_GPUS=0 runs verl on a local Ray .* unset RAY_ADDRESS"):
         rl_launch.build(s, [])
 
 
-def test_cpu_run_leaves_this_nodes_ray_head_alone(tmp_path, monkeypatch):
+def test_cpu_run_leaves_this_nodes_ray_head_alone(tmp_path, tiny_model_dir, gsm8k_data_dir):
     """The CPU verl container runs a `ray start` head: a CPU launch starts its own Ray, a GPU launch joins it."""
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text("172.18.0.3:6379\n")
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert rl_launch.find_ray_address() == "172.18.0.3:6379"
-    assert rl_launch.find_ray_address(cpu=True) is None
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    assert rl_launch.find_ray_address(cpu=True) == "10.0.0.1:6379"  # asked for explicitly: refused in build()
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, RAY_TMPDIR=str(tmp_path))
+    assert s.ray_address == "172.18.0.3:6379"
+    assert settings(tmp_path, tiny_model_dir, gsm8k_data_dir, RAY_TMPDIR=str(tmp_path), N_GPUS="0").ray_address is None
+    asked = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="0", RAY_ADDRESS="10.0.0.1:6379")
+    assert asked.ray_address == "10.0.0.1:6379"  # asked for explicitly: refused in build()
 
 
 def test_cpu_run_sizes_its_ray_from_cpu_yaml_not_the_heads_ray_num_cpus(tmp_path, tiny_model_dir, gsm8k_data_dir):
     """RAY_NUM_CPUS=4 in the CPU stack sizes the container's head; the CPU run's own Ray keeps cpu.yaml's 16."""
-    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "0")
-    s.ray_num_cpus = 4
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="0", RAY_NUM_CPUS="4")
     overrides, cfg, _ = rl_launch.build(s, [])
-    assert cfg.ray_kwargs.ray_init.num_cpus == 16 and "ray_kwargs.ray_init.num_cpus=4" not in overrides
+    assert cfg.ray_kwargs.ray_init.num_cpus == 16 and not [o for o in overrides if o.endswith("num_cpus=4")]
 
 
 # --- resume with another world size ---------------------------------------------------------------
@@ -104,9 +97,9 @@ def test_resume_with_another_world_size_is_refused_with_the_numbers(tmp_path):
 
 FAKE_SMI = """#!/usr/bin/env bash
 case "$*" in
-  *--query-gpu=index,uuid*) echo "0, GPU-aaa, 81559, 80000"; echo "1, GPU-bbb, 81559, 12000" ;;
+  *--query-gpu=index,uuid*) echo "0, GPU-aaa, 81559, 80000, NVIDIA H100"
+                            echo "1, GPU-bbb, 81559, 12000, NVIDIA H100" ;;
   *--query-compute-apps*) echo "GPU-bbb, 4242, /opt/conda/bin/python, 69000" ;;
-  *) echo "NVIDIA H100 80GB HBM3, 81559" ;;
 esac
 """
 
@@ -117,11 +110,13 @@ def test_busy_gpu_names_the_process_holding_it(tmp_path, tiny_model_dir, gsm8k_d
     smi.write_text(FAKE_SMI)
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{smi.parent}:/usr/bin:/bin")
-    _, cfg, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "1"), [])
-    assert rl_preflight.free_gpu_memory(cfg) == "1 GPU(s) with >= 50% free"  # GPU 0 only
-    _, two, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "--n-gpus", "2"), [])
+    _, cfg, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="1"), [])
+    assert rl_preflight.check_gpus(1, cfg) == "1 x NVIDIA H100, each with >= 50% of its memory free"  # GPU 0 only
+    _, two, _ = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="2"), [])
     with pytest.raises(LaunchError, match=r"GPU 1 has 12000 of 81559 MiB free.*pid 4242 /opt/conda/bin/python"):
-        rl_preflight.free_gpu_memory(two)
+        rl_preflight.check_gpus(2, two)
+    with pytest.raises(LaunchError, match=r"N_GPUS=3 but this node sees 2 \(NVIDIA H100; NVIDIA H100\): set N_GPUS=2"):
+        rl_preflight.check_gpus(3, two)
 
 
 # --- checkpoints of earlier launches ---------------------------------------------------------------
@@ -146,10 +141,10 @@ def test_old_checkpoints_are_pruned_at_launch_and_the_resume_step_kept(tmp_path)
 
 def test_tracking_uri_with_credentials_is_never_dropped_silently(tmp_path, tiny_model_dir, gsm8k_data_dir):
     uri = "https://alice:s3cret@mlflow.example.org"
-    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, uri=uri)
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, MLFLOW_TRACKING_URI=uri)
     s.run_id = "abc123"
-    overrides = rl_launch.launcher_overrides(s)  # local Ray: it inherits the URI from the launcher's env
-    assert not any("s3cret" in o for o in overrides)
+    overrides, cfg, _ = rl_launch.build(s, [])  # local Ray: it inherits the URI from the launcher's env
+    assert not any("s3cret" in o for o in overrides) and "s3cret" not in str(cfg)
     assert "+ray_kwargs.ray_init.runtime_env.env_vars.MLFLOW_RUN_ID='abc123'" in overrides
     s.ray_address = "10.0.0.1:6379"  # a `ray start` cluster: its actors would get the run id but no URI
     with pytest.raises(LaunchError, match=r"carries credentials .* MLFLOW_TRACKING_USERNAME"):
@@ -168,10 +163,9 @@ def test_verl_is_execd_from_a_folder_without_python(tmp_path, tiny_model_dir, gs
         raise SystemExit(0)
 
     monkeypatch.setattr(rl_launch.os, "execvpe", fake_exec)
-    argv = ["--algo", "grpo", "--model", str(tiny_model_dir), "--data-dir", str(gsm8k_data_dir), "--n-gpus", "0"]
-    argv += ["--checkpoint-dir", str(tmp_path / "ck"), "--skip-preflight", "trainer.logger=[console]"]
+    s = settings(tmp_path, tiny_model_dir, gsm8k_data_dir, "grpo", N_GPUS="0")
     with pytest.raises(SystemExit):
-        rl_launch.launch(*rl_launch.parse_args(argv))
+        rl_launch.launch(s, ["trainer.logger=[console]"], skip_preflight=True)
     assert seen["cwd"] == tmp_path / "ck" and not list(seen["cwd"].glob("*.py"))
     assert seen["env"]["VERL_PLATFORM"] == "cpu" and seen["env"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.rl_cpu"
     assert Path(seen["env"]["RAY_TMPDIR"]).parent == Path("/tmp")  # a Ray of its own, short socket paths
