@@ -40,6 +40,7 @@ CPU, CPU_PLUGIN = (
     rc.CONFIG_DIR / "cpu.yaml",
     "scripts.rl_cpu",
 )  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
+RESILIENT_MLFLOW = "scripts.lib.resilient_mlflow"  # ... and everywhere: verl's MLflow logging survives an outage
 
 
 @dataclass
@@ -287,8 +288,11 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
             "launcher": "rl_launch.py",
             **({"sft_mlflow_run_id": str(s.sft_run_id)} if s.sft_run_id else {}),
         }
-        s.run_id, logged = pre.ensure_mlflow_run(s.mlflow_uri, cfg.trainer.project_name, s.experiment,
-                                                 s.checkpoint_dir, tags)  # fmt: skip
+        uri, s.run_id, logged = pre.ensure_mlflow_run(s.mlflow_uri, cfg.trainer.project_name, s.experiment,
+                                                      s.checkpoint_dir, tags)  # fmt: skip
+        if uri != s.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
+            s.mlflow_uri = uri
+            add(overrides, cfg, f"{ENV_VARS}.MLFLOW_TRACKING_URI", uri)
         add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", s.run_id)  # new on a first launch: into Ray's runtime_env
     check_resume(s, cfg, logged)
     atomic_write(saved := s.checkpoint_dir / "launch_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -299,9 +303,13 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
     if s.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
-    if s.n_gpus == 0:  # verl imports scripts/rl_cpu.py in every process (Ray workers inherit this env)
-        modules = [m for m in s.external_modules.split(",") if m and m != CPU_PLUGIN]
-        env.update(VERL_PLATFORM="cpu", VERL_USE_EXTERNAL_MODULES=",".join([*modules, CPU_PLUGIN]))
+    # verl imports these in every process (Ray workers inherit this env): metrics that outlive an MLflow outage,
+    # and on CPU scripts/rl_cpu.py.
+    modules = [m for m in s.external_modules.split(",") if m and m not in (RESILIENT_MLFLOW, CPU_PLUGIN)]
+    modules += [RESILIENT_MLFLOW, *([CPU_PLUGIN] if s.n_gpus == 0 else [])]
+    env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
+    if s.n_gpus == 0:
+        env["VERL_PLATFORM"] = "cpu"
     # Ray puts the driver's cwd first on every worker's sys.path: not scripts/ (our names would shadow
     # packages) but the checkpoint dir, which holds no Python.
     os.chdir(s.checkpoint_dir)

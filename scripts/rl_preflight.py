@@ -76,7 +76,7 @@ def check_gpus(n_gpus: int, cfg) -> str:
     if len(gpus) < n_gpus:
         seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
         raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: set N_GPUS={len(gpus) or 1} (GPUs per "
-                          "node), or give the container the GPUs (GPU_DEVICES in .env)")  # fmt: skip
+                          "node), or give the container the GPUs (N_GPUS in .env: the first N_GPUS)")  # fmt: skip
     if len(gpus) > n_gpus:
         logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
@@ -217,13 +217,14 @@ def check_disk(checkpoint_dir: Path, need: int) -> str:
 
 
 def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: Path, tags: dict[str, str]
-                      ) -> tuple[str, dict[str, str]]:  # fmt: skip
-    """(run id, params logged so far) of the MLflow run `checkpoint_dir` logs into, created on first launch.
+                      ) -> tuple[str, str, dict[str, str]]:  # fmt: skip
+    """(tracking URI, run id, params logged so far) of the MLflow run `checkpoint_dir` logs into, created on first
+    launch. The URI is `uri`, or with ALLOW_NO_TRACKING=1 and the server down the local store check_mlflow chose.
 
     verl's tracker calls `mlflow.start_run(run_id=$MLFLOW_RUN_ID)` when that is set, so a resumed job continues
     this run (same metric history and step axis) instead of opening a second one."""
     try:
-        check_mlflow(uri, 5.0)  # verl itself would only warn and train untracked
+        uri = check_mlflow(uri, 5.0)  # verl itself would only warn and train untracked
     except ConnectionError as exc:
         raise LaunchError(f"{exc}; without it verl would train untracked") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -237,7 +238,7 @@ def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: 
             try:
                 run = client.get_run(recorded)
                 if run.info.lifecycle_stage == "active":
-                    return recorded, dict(run.data.params)
+                    return uri, recorded, dict(run.data.params)
             except MlflowException:
                 pass
             logger.warning("MLflow run %s (in %s) is gone from %s: starting a new run", recorded, checkpoint_dir, uri)
@@ -248,4 +249,4 @@ def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: 
         hint = " (add this host to `mlflow server --allowed-hosts`)" if "Invalid Host header" in str(exc) else ""
         raise LaunchError(f"MLflow at {uri} refused the request: {exc}{hint}") from exc
     atomic_write(checkpoint_dir / RUN_ID_FILE, run.info.run_id + "\n")
-    return run.info.run_id, {}
+    return uri, run.info.run_id, {}

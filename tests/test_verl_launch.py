@@ -20,7 +20,7 @@ import yaml
 from scripts import rl_launch, rl_preflight
 from scripts.lib.paths import DEFAULT_MODEL
 from scripts.rl_preflight import LaunchError
-from tests.mlflow_server import mlflow_server
+from tests.mlflow_server import free_port, mlflow_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,6 +197,8 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
     assert first.env["MLFLOW_RUN_ID"] == run_id and first.env["MLFLOW_TRACKING_URI"] == mlflow_uri
     assert f"+ray_kwargs.ray_init.runtime_env.env_vars.MLFLOW_RUN_ID='{run_id}'" in first.cmd
     assert first.cmd[1:3] == ["-m", "verl.trainer.main_ppo"]
+    # verl imports the outage-proof MLflow logger in every process (scripts/lib/resilient_mlflow.py)
+    assert first.env["VERL_USE_EXTERNAL_MODULES"].split(",") == ["scripts.lib.resilient_mlflow"]
     launched = yaml.safe_load((ckpt / "launch_config.yaml").read_text())
     assert launched["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"] == {
         "MLFLOW_TRACKING_URI": mlflow_uri,
@@ -239,6 +241,27 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
     assert f"delete {ckpt / 'mlflow_run_id'}" in str(refused.value)
 
 
+def test_allow_no_tracking_launches_rl_into_the_local_store(monkeypatch, tmp_path, tiny_model_dir, gsm8k_data_dir):
+    import mlflow
+
+    from scripts.lib import mlflow_health
+
+    monkeypatch.setattr(mlflow_health, "ALLOW_NO_TRACKING", True)
+    monkeypatch.setattr(mlflow_health, "OFFLINE_STORE", tmp_path / "mlflow-offline")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("_MLFLOW_SERVER_ARTIFACT_ROOT", raising=False)  # check_mlflow sets it; restored after
+    ckpt = tmp_path / "models" / "rl" / "ppo-tiny"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    launched = launch_until_exec(monkeypatch, tiny_model_dir, gsm8k_data_dir, ckpt, nobody)
+    local = f"sqlite:///{tmp_path / 'mlflow-offline' / 'mlflow.db'}"
+    assert launched.env["MLFLOW_TRACKING_URI"] == local  # verl's tracker, and the Ray it starts, log there
+    assert f"+ray_kwargs.ray_init.runtime_env.env_vars.MLFLOW_TRACKING_URI='{local}'" in launched.cmd
+    assert nobody not in " ".join(launched.cmd)
+    run = mlflow.MlflowClient(local).get_run(launched.env["MLFLOW_RUN_ID"])  # the run exists in the local store
+    assert run.info.run_name == "ppo-tiny"
+
+
 @pytest.mark.slow
 def test_mlflow_uri_reaches_verls_task_runner_actor(monkeypatch, tmp_path, mlflow_uri, tiny_model_dir, gsm8k_data_dir):
     """verl's run_ppo starts Ray with our ray_kwargs; its TaskRunner actor logs into the launcher's MLflow run.
@@ -257,7 +280,7 @@ def test_mlflow_uri_reaches_verls_task_runner_actor(monkeypatch, tmp_path, mlflo
     ckpt = tmp_path / "ckpt"
     knobs = env(tiny_model_dir, gsm8k_data_dir, ckpt, N_GPUS="1", MLFLOW_TRACKING_URI=mlflow_uri, RAY_TMPDIR=ray_tmp)
     settings = rl_launch.Settings.from_env("grpo", knobs)
-    settings.run_id, _ = rl_preflight.ensure_mlflow_run(mlflow_uri, "gsm8k-rl", "probe", ckpt, {})
+    _, settings.run_id, _ = rl_preflight.ensure_mlflow_run(mlflow_uri, "gsm8k-rl", "probe", ckpt, {})
     _, cfg, _ = rl_launch.build(settings, ["ray_kwargs.ray_init.num_cpus=2"])
 
     class ProbeTaskRunner:
