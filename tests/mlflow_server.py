@@ -37,6 +37,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def http_status(url: str, auth: tuple[str, str] | None = None, timeout: float = 30) -> int:
+    """The HTTP status `url` answers (with HTTP basic `auth`), or 0 when nothing answers."""
+    import base64
+    import urllib.error
+
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
 def answers(url: str) -> bool:
     """True when a GET of `url` returns 200 (False while nothing listens yet, or on any error status)."""
     try:

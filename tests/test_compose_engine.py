@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlflow_server import free_port
+from tests.mlflow_server import free_port, http_status
 from tests.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -529,19 +529,6 @@ def compose_mlflow(env_file: Path, *args: str, check: bool = True, timeout: floa
     if check:
         assert proc.returncode == 0, f"compose {' '.join(args)}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
-
-
-def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
-    import base64
-
-    req = urllib.request.Request(url)
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def test_mlflow_refuses_an_unreachable_postgres_instead_of_starting_on_sqlite(images, env_file):

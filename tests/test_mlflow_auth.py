@@ -19,14 +19,12 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scripts.lib.mlflow_health import check_mlflow
-from tests.mlflow_server import free_port, stop
+from tests.mlflow_server import free_port, http_status, stop
 from tests.test_compose import clean_env, rendered
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,21 +113,6 @@ def test_authentication_refuses_settings_that_cannot_protect_anything(tmp_path, 
 # --- the real server, auth on -----------------------------------------------------------------------------
 
 
-def get(url: str, auth: tuple[str, str] | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth:
-        import base64
-
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """services/mlflow/entrypoint.sh with the compose arguments and environment, published "beyond loopback"."""
@@ -156,7 +139,7 @@ def auth_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while get(f"{url}/health") != 200:
+        while http_status(f"{url}/health", timeout=10) != 200:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         yield url, port, mlflow, log
@@ -171,9 +154,9 @@ def test_healthcheck_and_health_stay_open_while_the_api_asks_for_a_password(auth
     healthcheck = mlflow["healthcheck"]["test"][1].replace("127.0.0.1:5000", f"127.0.0.1:{port}")
     assert subprocess.run(["sh", "-c", healthcheck], env=clean_env(PATH=os.environ["PATH"])).returncode == 0
     api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert get(api) == 401
-    assert get(api, (USER, "wrong-password-123")) == 401
-    assert get(api, (USER, PASSWORD)) == 200
+    assert http_status(api) == 401
+    assert http_status(api, (USER, "wrong-password-123")) == 401
+    assert http_status(api, (USER, PASSWORD)) == 200
     assert PASSWORD not in log.read_text()
 
 
