@@ -534,13 +534,16 @@ def compose_mlflow(env_file: Path, *args: str, check: bool = True, timeout: floa
 def test_mlflow_refuses_an_unreachable_postgres_instead_of_starting_on_sqlite(images, env_file):
     """MLFLOW_BACKEND=postgres, `up` without the profile: the old silent fallback to an empty SQLite store."""
     env = mlflow_env_file(env_file, "mlflow-postgres", MLFLOW_BACKEND="postgres", POSTGRES_PASSWORD="engine-pw-123")
+    name = f"{PROJECT}-mlflow-postgres-{secrets.token_hex(4)}"
     try:
-        proc = compose_mlflow(env, "run", "--rm", "--no-deps", "-T", "mlflow", check=False)
-        assert proc.returncode != 0
+        # Not `run --rm`: podman's Docker API then reports exit code 0 for every container.
+        proc = compose_mlflow(env, "run", "--name", name, "--no-deps", "-T", "mlflow", check=False)
+        assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out = proc.stdout + proc.stderr
         assert "MLFLOW_BACKEND=postgres but the database mlflow-db:5432 did not answer" in out
         assert "Uvicorn running" not in out  # the server never started
     finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         compose_mlflow(env, "--profile", "*", "down", "-v", "--remove-orphans", "--timeout", "10", check=False)
 
 
