@@ -43,6 +43,9 @@ hf_dir="${src}/huggingface"
 target="$(realpath -m -- "${target:-${hf_dir}}")" # absolute: the merge below runs from the repo root
 if compgen -G "${hf_dir}/*.safetensors" >/dev/null; then
     if [[ "${target}" -ef "${hf_dir}" ]]; then
+        # Nothing to write; only the temporary copy an export killed right after its swap may be left to clear.
+        clear='import sys, pathlib; from scripts.lib.atomic import clear_stale; clear_stale(pathlib.Path(sys.argv[1]))'
+        (cd "$(dirname "${BASH_SOURCE[0]}")/.." && "${python}" -c "${clear}" "${hf_dir}")
         echo "Hugging Face weights already saved with the checkpoint (hf_model): ${hf_dir}"
         exit 0
     fi

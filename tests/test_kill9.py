@@ -81,6 +81,13 @@ def run_killed(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        gone = time.monotonic() + 30  # the children die too (a rerun seconds later finds them dead)
+        while time.monotonic() < gone:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
         log.seek(0)
         stderr = log.read()
         log.close()

@@ -30,15 +30,19 @@ from pathlib import Path
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def _temp_name(path: Path) -> Path:
-    """A hidden sibling of `path` naming this host and process: `.NAME.HOST-PID.HEX.tmp`. Stale ones of dead
-    processes on this host are removed first (a kill -9 leaves them)."""
+def clear_stale(path: Path) -> None:
+    """Remove the temporary copies of `path` that writers on this host left when they were killed (kill -9)."""
     prefix = f".{path.name}.{socket.gethostname()}-"
     for stale in path.parent.iterdir() if path.parent.is_dir() else ():
         pid = stale.name.removeprefix(prefix).split(".", 1)[0]
         if stale.name.startswith(prefix) and stale.name.endswith(".tmp") and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink(missing_ok=True)
-    return path.with_name(f"{prefix}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _temp_name(path: Path) -> Path:
+    """A hidden sibling of `path` naming this host and process: `.NAME.HOST-PID.HEX.tmp` (stale ones cleared)."""
+    clear_stale(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def _alive(pid: int) -> bool:
