@@ -148,22 +148,19 @@ def test_sft_trains_through_an_mlflow_outage_and_logs_every_step_afterwards(
 
 def composed_verl_config(tmp_path: Path) -> dict:
     """verl_configs/ppo_gsm8k.yaml as the launcher composes it, with secrets where a careless override puts them."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from scripts.rl_config import verl_config_dir
+    from scripts.rl_config import compose_config
 
     env = "+ray_kwargs.ray_init.runtime_env.env_vars"
     overrides = [
-        f"hydra.searchpath=[file://{verl_config_dir()}]",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
         "trainer.experiment_name=outage",
         f"{env}.MLFLOW_TRACKING_URI=http://user:pw@mlflow:5000",
         f"{env}.HF_TOKEN={SECRETS['HF_TOKEN']}",
         f"+trainer.note=token {SECRETS['MLFLOW_TRACKING_PASSWORD']}",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "verl_configs"), version_base=None):
-        cfg = compose("ppo_gsm8k", overrides=overrides)
+    cfg = compose_config("ppo_gsm8k", overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
