@@ -64,9 +64,9 @@ class Settings:
     run_id: str | None = None
 
     @classmethod
-    def from_env(cls, algo: str, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Every knob a launch reads, read here once; empty counts as unset."""
-        env = {k: v for k, v in environ.items() if v}
+    def from_env(cls, algo: str, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every knob a launch reads (default: this process's environment, now), read here once; empty is unset."""
+        env = {k: v for k, v in (os.environ if environ is None else environ).items() if v}
         gpus, nodes = env.get("N_GPUS", "4"), env.get("NNODES", "1")
         for name, value in (("N_GPUS", gpus), ("NNODES", nodes)):
             if not value.isdigit() or (name == "NNODES" and value == "0") or (gpus == "0" and nodes != "1"):

@@ -140,12 +140,12 @@ def browse(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """docker-compose.yml's services as the real Compose binary renders them from .env.example (+ a token)."""
+    """docker-compose.yml's services as the real Compose binary renders them from .env.example (+ the tokens)."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path_factory.mktemp("compose-home"))}
     proc = subprocess.run(
         [str(VENV_BIN / "docker-compose"), "--project-directory", str(REPO_ROOT), "--env-file",
          str(REPO_ROOT / ".env.example"), "-f", str(REPO_ROOT / "docker-compose.yml"), "config", "--format", "json"],
-        capture_output=True, text=True, env={**env, "JUPYTER_TOKEN": "rendered-only"}, timeout=60,
+        capture_output=True, text=True, env={**env, "JUPYTER_TOKEN": "rendered-only", "RAY_AUTH_TOKEN": "rendered-only"}, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["services"]
