@@ -167,7 +167,8 @@ def test_verl_is_execd_from_a_folder_without_python(tmp_path, tiny_model_dir, gs
     with pytest.raises(SystemExit):
         rl_launch.launch(s, ["trainer.logger=[console]"], skip_preflight=True)
     assert seen["cwd"] == tmp_path / "ck" and not list(seen["cwd"].glob("*.py"))
-    assert seen["env"]["VERL_PLATFORM"] == "cpu" and seen["env"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow,scripts.rl_cpu"
+    assert seen["env"]["VERL_PLATFORM"] == "cpu"
+    assert seen["env"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow,scripts.rl_cpu"
     assert Path(seen["env"]["RAY_TMPDIR"]).parent == Path("/tmp")  # a Ray of its own, short socket paths
     Path(seen["env"]["RAY_TMPDIR"]).rmdir()
 

@@ -145,7 +145,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> dict:
     proc = subprocess.run(
         [str(VENV_BIN / "docker-compose"), "--project-directory", str(REPO_ROOT), "--env-file",
          str(REPO_ROOT / ".env.example"), "-f", str(REPO_ROOT / "docker-compose.yml"), "config", "--format", "json"],
-        capture_output=True, text=True, env={**env, "JUPYTER_TOKEN": "rendered-only", "RAY_AUTH_TOKEN": "rendered-only"}, timeout=60,
+        capture_output=True, text=True, timeout=60,
+        env={**env, "JUPYTER_TOKEN": "rendered-only", "RAY_AUTH_TOKEN": "rendered-only"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["services"]
