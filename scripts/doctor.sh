@@ -73,26 +73,22 @@ probe_address=${BIND_ADDRESS}
 
 # --- .env -----------------------------------------------------------------------------------------------
 if [[ ! -f "${ENV_FILE}" ]]; then
-    report FAIL ".env: ${ENV_FILE} not found: cp .env.example .env, then set JUPYTER_TOKEN"
+    report FAIL ".env: ${ENV_FILE} not found: bash scripts/init_env.sh writes one"
 else
-    token=$(get JUPYTER_TOKEN)
-    if [[ -z "${token}" ]]; then
-        report FAIL ".env: JUPYTER_TOKEN is empty: the stack refuses to start (generate one: openssl rand -hex 32)"
-    elif ((${#token} < 16)); then
-        report WARN ".env: JUPYTER_TOKEN is only ${#token} characters: use a long random one (openssl rand -hex 32)"
-    else
-        report PASS ".env: JUPYTER_TOKEN set (${#token} characters)"
-    fi
-    unset token
-    ray_token=$(get RAY_AUTH_TOKEN)
-    if [[ -z "${ray_token}" ]]; then
-        report FAIL ".env: RAY_AUTH_TOKEN is empty: the stack refuses to start (Ray runs with token authentication; generate one: openssl rand -hex 32; on a worker, the head's)"
-    elif ((${#ray_token} < 16)); then
-        report WARN ".env: RAY_AUTH_TOKEN is only ${#ray_token} characters: use a long random one (openssl rand -hex 32)"
-    else
-        report PASS ".env: RAY_AUTH_TOKEN set (${#ray_token} characters; Ray refuses clients without it)"
-    fi
-    unset ray_token
+    # check_token NAME WHAT_IT_GUARDS: set, and long enough to be a random secret
+    check_token() {
+        local value
+        value=$(get "$1")
+        if [[ -z "${value}" ]]; then
+            report FAIL ".env: $1 is empty: the stack refuses to start ($2; generate one: openssl rand -hex 32)"
+        elif ((${#value} < 16)); then
+            report WARN ".env: $1 is only ${#value} characters: use a long random one (openssl rand -hex 32)"
+        else
+            report PASS ".env: $1 set (${#value} characters; $2)"
+        fi
+    }
+    check_token JUPYTER_TOKEN "JupyterLab asks for it"
+    check_token RAY_AUTH_TOKEN "Ray refuses clients without it; on a worker, the head's"
     if [[ -n "$(get GPU_DEVICES)" ]]; then
         report WARN ".env: GPU_DEVICES is no longer read: the containers get the first N_GPUS GPUs (README: \"Choosing GPUs\" to pick others); delete the line"
     fi
