@@ -24,7 +24,7 @@ from scripts.lib import evaluation
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import check_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, under_repo
+from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, display_path, under_repo
 from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.resilient_mlflow import use_resilient_mlflow
 
@@ -310,19 +310,10 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return out
 
 
-def manifest_model_path(path: Path) -> str:
-    """The manifest's `path`: relative to the repo root when inside it (valid in every container), else absolute."""
-    path = path.resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def write_manifest(cfg: SFTRunConfig, run_id: str, after: evaluation.EvalResult) -> dict[str, Any]:
     """Atomically write the manifest scripts/run_ppo.sh reads (default models/sft/latest.json)."""
     manifest = {
-        "path": manifest_model_path(cfg.output_path),
+        "path": display_path(str(cfg.output_path.resolve())),  # relative in the repo: valid in every container
         "base_model": cfg.model_path,
         "mlflow_run_id": run_id,
         "eval_accuracy": {mode: after.accuracy[mode] for mode in MODES},

@@ -137,33 +137,27 @@ def write_preferences(lock: Path, output: Path) -> None:
     output.write_text("".join(f"{name}=={version}\n" for name, version in read_pins(lock).items()))
 
 
-def compile_locks(names: list[str]) -> None:
+def relock(names: list[str], write: bool) -> bool:
+    """Re-resolve each lock (current pins preferred) into a temp file, then replace the lock with it (`write`) or
+    compare them; True when every lock came out unchanged or was written."""
     from scripts.lib.atomic import atomic_write  # not at the top: `verify` runs in images without the repo
 
-    for name in names:
-        image = IMAGES[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            fresh = Path(tmp) / "requirements.lock"
-            if image.lock.exists():
-                write_preferences(image.lock, fresh)
-            resolve(image, fresh)
-            atomic_write(image.lock, fresh.read_bytes())  # nothing half-written: replaced only after success
-        log.info("wrote %s", image.lock.relative_to(REPO_ROOT))
-
-
-def check_locks(names: list[str]) -> bool:
-    """Re-resolve each lock (current pins preferred) into a temp file; True when all came out unchanged."""
     ok = True
     for name in names:
         image = IMAGES[name]
-        if not image.lock.exists():
+        if not write and not image.lock.exists():
             log.error("%s is missing: run `python services/locks.py compile %s`", image.lock, name)
             ok = False
             continue
         with tempfile.TemporaryDirectory() as tmp:
             fresh = Path(tmp) / "requirements.lock"
-            write_preferences(image.lock, fresh)
+            if image.lock.exists():
+                write_preferences(image.lock, fresh)
             resolve(image, fresh)
+            if write:  # nothing half-written: replaced only after success
+                atomic_write(image.lock, fresh.read_bytes())
+                log.info("wrote %s", image.lock.relative_to(REPO_ROOT))
+                continue
             old, new = image.lock.read_text().splitlines(), fresh.read_text().splitlines()
         if old != new:
             ok = False
@@ -247,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.images or list(IMAGES)
     if unknown := sorted(set(names) - set(IMAGES)):
         parser.error(f"unknown image(s) {', '.join(unknown)}: choose from {', '.join(IMAGES)}")
-    if args.command == "compile":
-        compile_locks(names)
-        return 0
-    return 0 if check_locks(names) else 1
+    return 0 if relock(names, write=args.command == "compile") else 1
 
 
 if __name__ == "__main__":

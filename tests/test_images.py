@@ -177,19 +177,19 @@ def mlflow_lock_copy(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_lock_check_fails_on_a_stale_or_tampered_lock(mlflow_lock_copy, caplog):
-    assert locks.check_locks(["mlflow"])  # an untouched copy is current
+    assert locks.relock(["mlflow"], write=False)  # an untouched copy is current
 
     lock = mlflow_lock_copy / "requirements.lock"
     original = lock.read_text()
     first_hash = re.search(r"--hash=sha256:([0-9a-f]{64})", original).group(1)
     lock.write_text(original.replace(first_hash, "0" * 64, 1))
-    assert not locks.check_locks(["mlflow"])  # a hash that is not the index's
+    assert not locks.relock(["mlflow"], write=False)  # a hash that is not the index's
     assert "0" * 64 in caplog.text
 
     lock.write_text(original)
     requirements_in = mlflow_lock_copy / "requirements.in"
     requirements_in.write_text(requirements_in.read_text() + "tomli-w\n")
-    assert not locks.check_locks(["mlflow"])  # requirements.in changed, lock not recompiled
+    assert not locks.relock(["mlflow"], write=False)  # requirements.in changed, lock not recompiled
     assert "+tomli-w==" in caplog.text
 
 

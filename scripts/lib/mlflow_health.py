@@ -1,23 +1,9 @@
-"""Is the MLflow server there, and does it let us in? Ask before a long job relies on it. And links to its UI.
+"""Is the MLflow server there, and does it let us in? Ask before a long job relies on it.
 
-`mlflow` itself would retry for minutes and then fail (TRL) or log nowhere (verl only warns); `check_mlflow`
-fails in seconds with what to do:
-
-- the server does not answer /health (down, wrong address): ConnectionError, unless ALLOW_NO_TRACKING=1;
-- it answers but refuses the API: basic-auth is on and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are
-  missing or wrong (401/403), or its --allowed-hosts lacks the address we use (403 "Invalid Host header").
-  ALLOW_NO_TRACKING never hides these: they are settings to fix, not an outage.
-
-ALLOW_NO_TRACKING=1 (read once, here) lets a job run while the server is down: a warning, then everything this
-process logs goes to a local MLflow store, OFFLINE_STORE (models/mlflow-offline/ in the repo, shared by the
-notebook and verl), instead of being lost; `mlflow ui --backend-store-uri sqlite:///models/mlflow-offline/mlflow.db`
-shows it.
-`check_mlflow` returns the URI to log to and sets MLFLOW_TRACKING_URI to it for this process and its children.
-Non-HTTP tracking URIs (a local folder, sqlite:///...) need no server and always pass.
-
-Credentials never belong in a tracking URI (MLflow and verl print and log it); `redact_uri` hides any that slip
-in. Inside the stack the tracking URI is http://mlflow:5000, which no browser reaches: links printed for people
-use MLFLOW_UI_URL (docker-compose.yml sets it from .env: http://localhost:MLFLOW_PORT, through the SSH tunnel).
+`check_mlflow` fails in seconds where mlflow would retry for minutes: the server does not answer /health, it
+refuses our credentials (401/403), or its --allowed-hosts lacks our address. ALLOW_NO_TRACKING=1 (read once, here)
+turns only the first into a warning and a local store, OFFLINE_STORE. `ui_url` links the UI at MLFLOW_UI_URL, the
+address a browser uses; `redact_uri` hides credentials that slip into a URI. README: "When MLflow is down".
 
     >>> ui_url("3", "abc", base="http://localhost:5000")
     'http://localhost:5000/#/experiments/3/runs/abc'
