@@ -4,20 +4,9 @@
 #
 #   entrypoint.sh --host=0.0.0.0 --port=5000 --serve-artifacts --artifacts-destination=/mlflow/artifacts ...
 #
-# Backend store, MLFLOW_BACKEND (.env):
-#   sqlite    (default) SQLite in MLFLOW_DATA_DIR (default /mlflow, the mlflow-data volume).
-#   postgres  PostgreSQL at MLFLOW_DB_HOST:MLFLOW_DB_PORT (default mlflow-db:5432, the `postgres` profile's
-#             service) as POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB. If the database does not answer within
-#             MLFLOW_DB_WAIT_S seconds (default 30) the server does not start: never an empty SQLite store instead.
-# The URI goes to MLflow through MLFLOW_BACKEND_STORE_URI, so the database password never shows in the process
-# list or the log.
-#
-# Authentication, MLFLOW_AUTH (.env): on | off | auto (default: on whenever BIND_ADDRESS, the host address the
-# port is published on, is not loopback). On: MLflow's basic-auth app (`--app-name basic-auth`). Its admin user is
-# MLFLOW_TRACKING_USERNAME with MLFLOW_TRACKING_PASSWORD, the same credentials the clients (jupyter, verl) send;
-# created on first start, in the user store MLFLOW_DATA_DIR/basic_auth.db. Every signed-in user may read
-# (MLflow's default_permission READ); the anonymous /health stays open for healthchecks. The CSRF key of the
-# sign-up form: MLFLOW_FLASK_SERVER_SECRET_KEY, else one generated once into MLFLOW_DATA_DIR (0600).
+# MLFLOW_BACKEND=sqlite|postgres and MLFLOW_AUTH=on|off|auto come from .env (README: "Security", "PostgreSQL
+# instead of SQLite"). The store URI and the admin password reach MLflow through its environment, never the
+# command line or the log.
 set -euo pipefail
 
 die() {
