@@ -5,8 +5,8 @@
 #   ENV_FILE=/path/to/.env bash scripts/doctor.sh
 #
 # Checks: .env (tokens, UID/GID, bind address, cluster compose files), NVIDIA driver (R580+ for CUDA 13), GPU
-# count vs N_GPUS, Docker, Compose, NVIDIA Container Toolkit, free disk, ports, MLflow health, and that models/ and
-# data/ stay writable by both containers' user (HOST_UID:HOST_GID, never root).
+# count vs N_GPUS, Docker, Compose, NVIDIA Container Toolkit, /dev/shm and RAM, free disk, ports, MLflow health,
+# and that models/ and data/ stay writable by both containers' user (HOST_UID:HOST_GID, never root).
 # Exits 1 when any check FAILs, 0 otherwise. Reads .env without executing it and never prints secrets.
 set -euo pipefail
 
@@ -30,6 +30,18 @@ report() {
 have() { command -v "$1" >/dev/null 2>&1; }
 # version_ge A B: A >= B (dotted versions)
 version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+# size_gib 64g -> 64 (Compose sizes: b, k, m, g suffixes)
+size_gib() {
+    local value=${1,,} number unit
+    number=${value%%[a-z]*}
+    unit=${value#"${number}"}
+    case "${unit}" in
+    g | gb) echo "${number}" ;;
+    m | mb) echo $((number / 1024)) ;;
+    t | tb) echo $((number * 1024)) ;;
+    *) echo 0 ;;
+    esac
+}
 
 # --- settings: .env.example gives the defaults, .env overrides (parsed, never sourced) -------------------
 declare -A cfg=()
@@ -76,6 +88,9 @@ else
     }
     check_token JUPYTER_TOKEN "JupyterLab asks for it"
     check_token RAY_AUTH_TOKEN "Ray refuses clients without it; on a worker, the head's"
+    if [[ -n "$(get GPU_DEVICES)" ]]; then
+        report WARN ".env: GPU_DEVICES is no longer read: the containers get the first N_GPUS GPUs (README: \"Choosing GPUs\" to pick others); delete the line"
+    fi
     compose_file=$(get COMPOSE_FILE)
     if [[ -n "$(get RAY_HEAD_IP)" && "${compose_file}" != *docker-compose.multinode.yml* && "${compose_file}" != *docker-compose.worker.yml* ]]; then
         report WARN ".env: RAY_HEAD_IP is set but COMPOSE_FILE names neither docker-compose.multinode.yml nor docker-compose.worker.yml: a plain \`docker compose up -d\` starts a single-machine stack (CLUSTER=head|worker bash scripts/init_env.sh writes it)"
@@ -166,7 +181,22 @@ else
     report WARN "container toolkit: installed; cannot check Docker's runtimes without the engine"
 fi
 
-# --- disk ----------------------------------------------------------------------------------------------
+# --- memory, /dev/shm, disk -----------------------------------------------------------------------------
+mem_gib=$(awk '/^MemTotal:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
+shm_need=$(($(size_gib "$(get VERL_SHM_SIZE 64g)") + $(size_gib "$(get JUPYTER_SHM_SIZE 16g)")))
+if ((mem_gib >= 2 * shm_need)); then
+    report PASS "memory: ${mem_gib} GiB RAM for ${shm_need} GiB of container /dev/shm (VERL_SHM_SIZE + JUPYTER_SHM_SIZE)"
+else
+    report WARN "memory: ${mem_gib} GiB RAM; the containers' /dev/shm may take ${shm_need} GiB of it: lower VERL_SHM_SIZE / JUPYTER_SHM_SIZE"
+fi
+host_shm=$(df -P -k /dev/shm 2>/dev/null | awk 'NR == 2 {print int($2 / 1048576)}' || true)
+if [[ -z "${host_shm}" ]]; then
+    report WARN "/dev/shm: not mounted on the host (the containers get their own, sized by *_SHM_SIZE)"
+elif ((host_shm >= 16)); then
+    report PASS "/dev/shm: ${host_shm} GiB on the host (the containers get their own, sized by *_SHM_SIZE)"
+else
+    report WARN "/dev/shm: ${host_shm} GiB on the host: NCCL / vLLM runs outside the containers want 16 GiB+"
+fi
 disk_dir=.
 if ${docker_ok}; then
     docker_root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)
