@@ -311,15 +311,10 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
     """True when manifest.json records these inputs and every output file still has its recorded sha256."""
     try:
         manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = {name: hashlib.sha256((output_dir / name).read_bytes()).hexdigest() for name in OUTPUT_FILES}
+    except (OSError, ValueError):  # no manifest, or an output file missing
         return False
-    if any(manifest.get(key) != value for key, value in inputs.items()):
-        return False
-    recorded = manifest.get("sha256") or {}
-    return set(recorded) == set(OUTPUT_FILES) and all(
-        (output_dir / n).is_file() and hashlib.sha256((output_dir / n).read_bytes()).hexdigest() == h
-        for n, h in recorded.items()
-    )
+    return manifest.get("sha256") == files and all(manifest.get(key) == value for key, value in inputs.items())
 
 
 def prepare(
