@@ -1,13 +1,6 @@
-"""Prepare GSM8K once for every stage: verl RL parquet, TRL SFT parquet and a manifest (README: "Data").
+"""GSM8K -> verl RL parquet, TRL SFT parquet and manifest.json for every stage (README: "Prepare GSM8K").
 
-    python data/prepare_gsm8k.py                                  # hub openai/gsm8k (config main) -> data/gsm8k/
-    python data/prepare_gsm8k.py --source /mirror/gsm8k           # a directory of split files, or a hub snapshot
-    python data/prepare_gsm8k.py --source train.jsonl --test-source test.jsonl
-
-`--source` is read with `datasets.load_dataset`, as verl's examples/data_preprocess/gsm8k.py does. `val` is
-`--val-size` train problems chosen by a seeded hash of the question. Bad rows are all reported with where they
-are, and nothing is written; a rerun whose manifest matches does nothing. The output folder is written whole
-beside the old one and swapped in (scripts/lib/atomic.py): an interrupted run leaves the previous outputs.
+Sources are read with `datasets.load_dataset`, as verl's examples/data_preprocess/gsm8k.py does.
 """
 
 from __future__ import annotations
@@ -17,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -67,20 +59,32 @@ class DataError(Exception):
     """Bad input or an unusable source: the message says what, where and what to do."""
 
 
-def split_files(directory: Path) -> dict[str, list[Path]]:
-    """The files of each split in `directory`, by name: `train.jsonl`, `train-00000-of-00002.parquet`, ..."""
-    found: dict[str, list[Path]] = {split: [] for split in SPLITS}
-    for path in sorted(directory.iterdir()):
-        split = next((s for s in SPLITS if re.fullmatch(rf"{s}(?:[-_.].*)?", path.stem)), None)
-        if split and path.suffix in FORMATS and path.is_file():
-            found[split].append(path)
-    for split, paths in found.items():
-        if len({FORMATS[p.suffix] for p in paths}) > 1:
-            raise DataError(
-                f"{directory}: the {split} split is in both .jsonl and .parquet files "
-                f"({', '.join(p.name for p in paths)}); keep one copy, or pass --source FILE --test-source FILE"
-            )
-    return found
+def find_split_files(directory: Path, config: str, cache: str) -> dict[str, list[Path]]:
+    """The files of each split as `datasets` maps them (train*, test*, shards); `<config>/` of a hub snapshot."""
+    import datasets
+
+    data_dir = config if (directory / config).is_dir() else None  # openai/gsm8k has main/ and socratic/: one
+    where = directory / (data_dir or "")
+    try:
+        builder = datasets.load_dataset_builder(str(directory), data_dir=data_dir, cache_dir=cache)
+        files = {str(split): [Path(f) for f in paths] for split, paths in builder.config.data_files.items()}
+    except FileNotFoundError:  # no data files at all
+        builder, files = None, {}
+    except ValueError as exc:  # train.jsonl beside test.parquet; a dataset card naming configs but no --config dir
+        raise DataError(f"--source {directory}: {exc}") from None
+    found = sorted(p.name for p in where.iterdir())
+    if "train" not in files or builder.name not in FORMATS.values():
+        raise DataError(
+            f"--source {directory}: no train split file in {where} (expected train.jsonl, train.parquet or "
+            f"train-00000-of-00001.parquet; found {', '.join(found) or 'nothing'})"
+        )
+    read = {path.name for paths in files.values() for path in paths if path.parent == where}
+    if skipped := [n for n in found if n.startswith(SPLITS) and Path(n).suffix in FORMATS and n not in read]:
+        raise DataError(  # datasets reads the most common format and silently skips the others
+            f"{where}: {', '.join(skipped)} beside the {builder.name} split files (a second copy?); keep one "
+            "format, or pass --source FILE --test-source FILE"
+        )
+    return {split: files.get(split, []) for split in SPLITS}
 
 
 def _json_lines(path: Path) -> list[Row]:
@@ -96,57 +100,48 @@ def _json_lines(path: Path) -> list[Row]:
     return rows
 
 
-def read_file(path: Path, split: str) -> list[Row]:
+def read_file(path: Path, split: str, cache: str) -> list[Row]:
     """The rows of one local file, read with `datasets.load_dataset` (json or parquet builder)."""
     import datasets
 
-    with tempfile.TemporaryDirectory(prefix="gsm8k-read-") as cache:  # local files: no lasting datasets cache
-        try:
-            ds = datasets.load_dataset(FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache)
-        except Exception as exc:  # pyarrow cannot type the file: a broken line, or mixed types in a column
-            if FORMATS[path.suffix] == "json":
-                return _json_lines(path)
-            raise DataError(f"{path}: cannot read it as parquet ({exc})") from None
-        missing = [c for c in ("question", "answer") if c not in ds.column_names]
-        if missing:
-            raise DataError(
-                f"{path} (split {split}): missing field(s) {', '.join(map(repr, missing))} in every row "
-                f"(columns: {', '.join(ds.column_names)}); GSM8K files need 'question' and 'answer'"
-            )
-        records = ds.select_columns(["question", "answer"]).to_list()
-    if path.suffix == ".jsonl":  # datasets skips blank lines; name each row by its line
-        with path.open(encoding="utf-8") as f:
-            where = [f"{path} line {n}" for n, line in enumerate(f, 1) if line.strip()]
-    else:
-        where = [f"{path} row {i}" for i in range(len(records))]
-    return list(zip(where, records, strict=True))
+    try:
+        ds = datasets.load_dataset(FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache)
+    except Exception as exc:  # pyarrow cannot type the file: a broken line, or mixed types in a column
+        if FORMATS[path.suffix] == "json":
+            return _json_lines(path)
+        raise DataError(f"{path}: cannot read it as parquet ({exc})") from None
+    records = questions_and_answers(ds, f"{path} (split {split})")
+    if path.suffix == ".jsonl":  # datasets skips blank lines: name each row by its line
+        return [(where, record) for (where, _), record in zip(_json_lines(path), records, strict=True)]
+    return [(f"{path} row {i}", record) for i, record in enumerate(records)]
+
+
+def questions_and_answers(ds, what: str) -> list[dict[str, Any]]:
+    """The question and answer of every row of a `datasets.Dataset`; DataError naming `what` without them."""
+    if missing := [c for c in ("question", "answer") if c not in ds.column_names]:
+        raise DataError(
+            f"{what}: missing field(s) {', '.join(map(repr, missing))} in every row "
+            f"(columns: {', '.join(ds.column_names)}); GSM8K files need 'question' and 'answer'"
+        )
+    return ds.select_columns(["question", "answer"]).to_list()
 
 
 def load_local(source: Path, test_source: Path | None, config: str) -> tuple[dict[str, list[Row]], dict[str, Any]]:
-    """Rows per split from a directory of split files or a single train file, and what the manifest records."""
+    """Rows per split from a directory (or hub snapshot) of split files or a single train file."""
     source = source.resolve()
-    if source.is_dir():
-        directory, files = source, split_files(source)
-        if not any(files.values()) and (source / config).is_dir():
-            directory, files = source / config, split_files(source / config)  # a hub snapshot: <config>/train-*
-        if not files["train"]:
-            present = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
-            raise DataError(
-                f"--source {source}: no train split file (expected train.jsonl, train.parquet or "
-                f"train-00000-of-00001.parquet; found {present})"
-            )
-        if test_source is not None and files["test"]:
-            raise DataError(f"--test-source {test_source} conflicts with the test files in {directory}; pass one")
-    else:
-        files = {"train": [source], "test": []}
-    if test_source is not None:
-        files["test"] = [test_source.resolve()]
-    for flag, path in [("--source", p) for p in files["train"]] + [("--test-source", p) for p in files["test"]]:
-        if not path.is_file() or path.suffix not in FORMATS:
-            raise DataError(f"{flag} {path}: no such .jsonl, .json or .parquet file (or, for --source, directory)")
-    if not files["test"]:
-        logger.warning("no test split in %s: test.parquet will have 0 rows (pass --test-source FILE)", source)
-    rows = {split: [row for path in paths for row in read_file(path, split)] for split, paths in files.items()}
+    if not (source.is_dir() or source.is_file() and source.suffix in FORMATS):
+        raise DataError(f"--source {source}: neither a directory nor a .jsonl, .json or .parquet file")
+    if test_source is not None and not (test_source.is_file() and test_source.suffix in FORMATS):
+        raise DataError(f"--test-source {test_source}: no such .jsonl, .json or .parquet file")
+    with tempfile.TemporaryDirectory(prefix="gsm8k-read-") as cache:  # local files: no lasting datasets cache
+        files = find_split_files(source, config, cache) if source.is_dir() else {"train": [source], "test": []}
+        if test_source is not None:
+            if files["test"]:
+                raise DataError(f"--test-source {test_source} conflicts with the test files in {source}; pass one")
+            files["test"] = [test_source.resolve()]
+        if not files["test"]:
+            logger.warning("no test split in %s: test.parquet will have 0 rows (pass --test-source FILE)", source)
+        rows = {split: [row for p in paths for row in read_file(p, split, cache)] for split, paths in files.items()}
     base = source if source.is_dir() else source.parent
     description = {
         "source_kind": "local",
@@ -177,10 +172,7 @@ def load_hub(source: str, config: str, revision: str | None) -> tuple[dict[str, 
         ) from None
     rows = {}
     for split in SPLITS:
-        ds = loaded[split]
-        if not {"question", "answer"} <= set(ds.column_names):
-            raise DataError(f"{source} split {split}: needs 'question' and 'answer' columns, has {ds.column_names}")
-        records = ds.select_columns(["question", "answer"]).to_list()
+        records = questions_and_answers(loaded[split], f"{source} (split {split})")
         rows[split] = [(f"{source} {split} row {i}", r) for i, r in enumerate(records)]
     description = {"source_kind": "hub", "source": source, "source_files": None, "test_source": None,
                    "config": config, "revision": revision}  # fmt: skip
@@ -237,23 +229,16 @@ def validate(rows: dict[str, list[Row]]) -> dict[str, list[dict[str, Any]]]:
             else:
                 examples[split].append({**example, "index": index})
     if errors:
-        shown = errors[:MAX_REPORTED_ERRORS] + [f"  ... and {len(errors) - MAX_REPORTED_ERRORS} more"] * (
-            len(errors) > MAX_REPORTED_ERRORS
-        )
-        raise DataError(
-            f"{len(errors)} bad input row(s); fix or drop them and rerun (nothing was written):\n" + "\n".join(shown)
-        )
+        more = [f"  ... and {len(errors) - MAX_REPORTED_ERRORS} more"] if len(errors) > MAX_REPORTED_ERRORS else []
+        shown = "\n".join(errors[:MAX_REPORTED_ERRORS] + more)
+        raise DataError(f"{len(errors)} bad input row(s); fix or drop them and rerun (nothing was written):\n{shown}")
     return examples
 
 
 def input_sha256(examples: dict[str, list[dict[str, Any]]]) -> str:
     """A hash of the input rows (split, index, question, answer), independent of file format and location."""
-    digest = hashlib.sha256()
-    for split in sorted(examples):
-        for e in examples[split]:
-            digest.update(json.dumps([split, e["index"], e["question"], e["answer"]], ensure_ascii=False).encode())
-            digest.update(b"\n")
-    return digest.hexdigest()
+    rows = [[split, e["index"], e["question"], e["answer"]] for split in sorted(examples) for e in examples[split]]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
 
 
 def split_train_val(train: Sequence[dict[str, Any]], val_size: int, seed: int) -> tuple[list, list]:
@@ -326,15 +311,10 @@ def is_up_to_date(output_dir: Path, inputs: dict[str, Any]) -> bool:
     """True when manifest.json records these inputs and every output file still has its recorded sha256."""
     try:
         manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = {name: hashlib.sha256((output_dir / name).read_bytes()).hexdigest() for name in OUTPUT_FILES}
+    except (OSError, ValueError):  # no manifest, or an output file missing
         return False
-    if any(manifest.get(key) != value for key, value in inputs.items()):
-        return False
-    recorded = manifest.get("sha256") or {}
-    return set(recorded) == set(OUTPUT_FILES) and all(
-        (output_dir / n).is_file() and hashlib.sha256((output_dir / n).read_bytes()).hexdigest() == h
-        for n, h in recorded.items()
-    )
+    return manifest.get("sha256") == files and all(manifest.get(key) == value for key, value in inputs.items())
 
 
 def prepare(
@@ -348,7 +328,7 @@ def prepare(
     revision: str | None = None,
     force: bool = False,
 ) -> bool:
-    """Build the outputs (see the module docstring). Returns False when they were already up to date."""
+    """Build the outputs (README: "Prepare GSM8K"). Returns False when they were already up to date."""
     rows, description = load_source(source, test_source, config, revision)
     examples = validate(rows)
     logger.info("validated %d rows: every SFT target scores 1.0 in the strict reward", sum(map(len, rows.values())))

@@ -279,22 +279,70 @@ def test_a_single_file_is_the_train_split(gsm8k_data_dir, gsm8k_source_dir, tmp_
     )  # same rows, same input hash, whatever the layout
 
 
+SNAPSHOT_CARD = """---
+configs:
+- config_name: main
+  data_files:
+  - {split: train, path: main/train-*}
+  - {split: test, path: main/test-*}
+- config_name: socratic
+  data_files:
+  - {split: train, path: socratic/train-*}
+  - {split: test, path: socratic/test-*}
+---
+# GSM8K
+"""
+
+
 def test_a_hub_snapshot_of_parquet_shards_reads_like_the_jsonl_copy(gsm8k_data_dir, gsm8k_rows, tmp_path):
-    # `hf download openai/gsm8k --repo-type dataset --local-dir snap` layout, train in two shards.
-    main = tmp_path / "snap" / "main"
-    main.mkdir(parents=True)
-    (tmp_path / "snap" / "README.md").write_text("GSM8K\n")
+    # `hf download openai/gsm8k --repo-type dataset --local-dir snap` layout (its dataset card names both configs),
+    # train in two shards; socratic/ holds other rows, which must not be mixed in.
+    snap = tmp_path / "snap"
+    (snap / "socratic").mkdir(parents=True)
+    (snap / "main").mkdir()
+    (snap / "README.md").write_text(SNAPSHOT_CARD)
     shards = {"train-00000-of-00002": gsm8k_rows[:10], "train-00001-of-00002": gsm8k_rows[10:24],
               "test-00000-of-00001": gsm8k_rows[24:]}  # fmt: skip
     for name, rows in shards.items():
-        pq.write_table(pa.Table.from_pylist(rows), main / f"{name}.parquet")
-    result = run_prep("--source", tmp_path / "snap", "--output-dir", tmp_path / "out", "--val-size", 4, "--seed", 0)
+        pq.write_table(pa.Table.from_pylist(rows), snap / "main" / f"{name}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows[::-1]), snap / "socratic" / f"{name}.parquet")
+    result = run_prep("--source", snap, "--output-dir", tmp_path / "out", "--val-size", 4, "--seed", 0)
     assert result.returncode == 0, result.stderr
     assert parquet_bytes(tmp_path / "out") == parquet_bytes(gsm8k_data_dir)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["source_files"]["train"] == [
+        "main/train-00000-of-00002.parquet",
+        "main/train-00001-of-00002.parquet",
+    ]
 
-    write_jsonl(main / "train.jsonl", gsm8k_rows[:24])  # a second copy of train beside the shards: ambiguous
-    result = run_prep("--source", tmp_path / "snap", "--output-dir", tmp_path / "again", "--val-size", 4)
-    assert result.returncode == 1 and "the train split is in both .jsonl and .parquet files" in result.stderr
+    write_jsonl(snap / "main" / "train.jsonl", gsm8k_rows[:24])  # a second copy of train beside the shards
+    result = run_prep("--source", snap, "--output-dir", tmp_path / "again", "--val-size", 4)
+    assert result.returncode == 1  # datasets would read the parquet shards and silently skip train.jsonl
+    assert f"{snap / 'main'}: train.jsonl beside the parquet split files" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({}, "no train split file in {src} (expected train.jsonl, train.parquet or train-00000-of-00001.parquet; "
+             "found nothing)"),
+        ({"test.jsonl": 24, "notes.txt": 0}, "no train split file in {src} (expected train.jsonl, train.parquet "
+                                             "or train-00000-of-00001.parquet; found notes.txt, test.jsonl)"),
+        ({"train.jsonl": 24, "test.parquet": 8}, "Couldn't infer the same data file format for all splits"),
+    ],
+    ids=["empty", "no-train", "mixed-formats"],
+)  # fmt: skip
+def test_a_folder_without_a_usable_train_split_is_refused(gsm8k_rows, tmp_path, files, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, n in files.items():
+        if name.endswith(".parquet"):
+            pq.write_table(pa.Table.from_pylist(gsm8k_rows[:n]), src / name)
+        else:
+            write_jsonl(src / name, gsm8k_rows[:n])
+    result = run_prep("--source", src, "--output-dir", tmp_path / "out", "--val-size", 4)
+    assert result.returncode == 1 and f"--source {src}: " + message.format(src=src) in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_failed_write_leaves_the_previous_outputs_untouched(gsm8k_data_dir, gsm8k_source_dir, tmp_path, monkeypatch):
