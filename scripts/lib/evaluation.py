@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
-from rewards.gsm8k import MODES, canonical_number, compute_score, extract_answer
+from rewards.gsm8k import MODES, canonical_number, compute_score
 from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.stats import wilson_interval
 
@@ -66,7 +66,7 @@ class EvalResult:
 
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """Read evaluation problems from a data-prep parquet file (RL schema or SFT prompt-completion)."""
+    """Read evaluation problems from a data-prep RL parquet file (train, val or test)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -84,15 +84,15 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
 
 
 def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
-    extra = row.get("extra_info") or {}
-    if "reward_model" in row:  # verl RL schema
-        truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
-    elif row.get("completion"):  # TRL prompt-completion schema
-        truth = extract_answer(row["completion"][-1]["content"], "strict")
-    else:
-        raise ValueError(f"{path}, row {i}: expected a `reward_model` or `completion` column, got {sorted(row)}")
+    if "reward_model" not in row:
+        raise ValueError(
+            f"{path}, row {i}: no `reward_model` column (it has {', '.join(sorted(row))}); evaluate a verl RL "
+            "file from data/prepare_gsm8k.py: train.parquet, val.parquet or test.parquet (not the sft_* files)"
+        )
+    truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
     if truth is None:
         raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
+    extra = row.get("extra_info") or {}
     index, question = int(extra.get("index", i)), extra.get("question")
     if question is not None:
         return Problem(index, question, truth, [user_message(question)])
