@@ -10,6 +10,7 @@ import gc
 import importlib.util
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ class Problem:
 
 @dataclass
 class EvalResult:
-    """Accuracy per reward mode, its 95% interval, and every generation (`samples`)."""
+    """One model on one file: accuracy per reward mode, its 95% interval, every generation (`samples`).
+
+    scripts/evaluate.py writes it as JSON (`dataclasses.asdict`); scripts/report.py reads it back."""
 
     model: str
     data: str
@@ -49,6 +52,7 @@ class EvalResult:
     samples: list[dict[str, Any]] = field(repr=False)
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     prompt_version: str = PROMPT_VERSION
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """Flat metrics for a tracker, e.g. `val_after/accuracy_strict`, `val_after/ci95_low_strict`."""
