@@ -106,6 +106,10 @@ def test_load_problems_errors_name_the_file(tmp_path, gsm8k_data_dir):
         ev.load_problems(bad)
     with pytest.raises(ValueError, match=r"sft_val.parquet, row 0: .* val.parquet or test.parquet"):
         ev.load_problems(gsm8k_data_dir / "sft_val.parquet")  # SFT training data: the RL files are the ones to use
+    no_question = tmp_path / "no_question.parquet"
+    pq.write_table(pa.table({"reward_model": [{"ground_truth": "7"}], "extra_info": [{"index": 3}]}), no_question)
+    with pytest.raises(ValueError, match=r"no_question.parquet, row 0: no extra_info.question; rebuild"):
+        ev.load_problems(no_question)
 
 
 @pytest.fixture(scope="module")

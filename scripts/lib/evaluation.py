@@ -97,14 +97,10 @@ def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
     if truth is None:
         raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
     extra = row.get("extra_info") or {}
-    index, question = int(extra.get("index", i)), extra.get("question")
-    if question is not None:
-        return Problem(index, question, truth, [user_message(question)])
-    prompt = row.get("prompt")
-    if not (isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict)):
-        raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
-    content = prompt[-1].get("content", "")
-    return Problem(index, content, truth, [{"role": "user", "content": content}])
+    question = extra.get("question")
+    if not question:
+        raise ValueError(f"{path}, row {i}: no extra_info.question; rebuild the file with data/prepare_gsm8k.py")
+    return Problem(int(extra.get("index", i)), question, truth, [user_message(question)])
 
 
 def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
