@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     if extra[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return 0
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
+    env = dict(os.environ)
+    tracking = bool(env.get("MLFLOW_TRACKING_URI"))
+    if tracking:  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
         try:
             check_mlflow()
         except ConnectionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    env = dict(os.environ)
     models_dir = Path(env.get("MODELS_DIR") or REPO_ROOT / "models")
     data_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "data" / "gsm8k")
     eval_dir = models_dir / "eval"
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     capability = [eval_dir / f"{label}.capability.json" for label in reported]
     if suite is not None and all(p.is_file() for p in capability):
         args += ["--capability", *map(str, capability)]
-    if env.get("MLFLOW_TRACKING_URI"):
+    if tracking:
         args += ["--mlflow-experiment", env.get("EVAL_EXPERIMENT") or "gsm8k-eval"]
     code = run("scripts/report.py", *args)
     if skipped:
