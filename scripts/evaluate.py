@@ -4,9 +4,8 @@
     python scripts/evaluate.py --model Qwen/Qwen2.5-0.5B-Instruct --data data/gsm8k/val.parquet \\
         --backend hf --limit 50 --output val.json                                                # transformers, CPU ok
 
-Input: a data/prepare_gsm8k.py parquet file (RL schema, or the SFT prompt-completion files). Output (`--output`):
-JSON with accuracy, intervals and every generation; `--mlflow-experiment` also logs a run. How it prompts,
-decodes and scores: scripts/lib/evaluation.py (the SFT notebook evaluates with the same code).
+Input: a data/prepare_gsm8k.py RL parquet file (train, val or test). Output (`--output`): JSON with accuracy,
+intervals and every generation. How it prompts, decodes and scores: scripts/lib/evaluation.py.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import dataclasses
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from data.prompt import PROMPT_VERSION
@@ -54,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    payload = {**dataclasses.asdict(result), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
     if args.output:
-        atomic_write(args.output, json.dumps(payload, indent=2) + "\n")
+        atomic_write(args.output, json.dumps(dataclasses.asdict(result), indent=2) + "\n")
         logger.info("wrote %s", args.output)
     if args.mlflow_experiment:
         import mlflow

@@ -4,11 +4,7 @@
     LIMIT=50 BACKEND=hf python scripts/evaluate_all.py              # quick look on a laptop (transformers, CPU)
     FORCE=1 python scripts/evaluate_all.py --max-new-tokens 1024    # other arguments go to every evaluate.py call
 
-One scripts/evaluate.py and one scripts/capability.py process per model (vLLM frees the GPU when it exits),
-then scripts/report.py. A model that is not there is skipped with the reason; a current result is reused.
-Environment (all optional): DATA_DIR, GSM8K_SOURCE, BACKEND, LIMIT, FORCE, MODELS, MODELS_DIR, SFT_MANIFEST,
-RL_DIR, EVAL_DIR, REPORT_DIR, PYTHON, CAPABILITY (0 skips), CAPABILITY_SUITE, EVAL_EXPERIMENT, BASE_MODEL,
-SFT_MODEL, PPO_MODEL/GRPO_MODEL, PPO_EXPERIMENT/GRPO_EXPERIMENT.
+Environment knobs: the README's evaluation section. Models, results and the report live under MODELS_DIR.
 """
 
 from __future__ import annotations
@@ -25,14 +21,12 @@ from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, same_path
 
-SCRIPTS = REPO_ROOT / "scripts"
-
 
 class Skip(Exception):
     """No model to evaluate for a label; the message says why."""
 
 
-def resolve_model(label: str, env: dict[str, str], rl_dir: Path, sft_manifest: Path) -> str:
+def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
     """The model to evaluate for `label` (a hub id or an absolute folder), or Skip with the reason."""
     if label == "base":
         model = env.get("BASE_MODEL") or DEFAULT_MODEL
@@ -41,6 +35,7 @@ def resolve_model(label: str, env: dict[str, str], rl_dir: Path, sft_manifest: P
         if env.get("SFT_MODEL"):
             path = Path(env["SFT_MODEL"])
         else:
+            sft_manifest = models_dir / "sft" / "latest.json"
             try:
                 manifest = read_sft_manifest(sft_manifest)
             except ValueError as exc:
@@ -53,7 +48,7 @@ def resolve_model(label: str, env: dict[str, str], rl_dir: Path, sft_manifest: P
         return os.path.abspath(path)
     if label not in ("ppo", "grpo"):
         raise Skip("unknown label (MODELS may hold base, sft, ppo, grpo)")
-    upper = label.upper()
+    upper, rl_dir = label.upper(), models_dir / "rl"
     if env.get(f"{upper}_MODEL"):
         model = env[f"{upper}_MODEL"]
         return os.path.abspath(model) if os.path.isdir(model) else model
@@ -98,9 +93,13 @@ def stale_reason(result_file: Path, model: str, data: Path, limit: str) -> str |
     return None
 
 
-def check_capability(
-    label: str, model: str, suite_file: str, suite: dict, eval_dir: Path, python: str, force: bool
-) -> bool:
+def run(script: str, *args: str) -> int:
+    """Run a repo script with this interpreter, in its own process (vLLM frees the GPU when it exits)."""
+    sys.stdout.flush()
+    return subprocess.run([sys.executable, str(REPO_ROOT / script), *args]).returncode
+
+
+def check_capability(label: str, model: str, suite_file: str, suite: dict, eval_dir: Path, force: bool) -> bool:
     """Run scripts/capability.py for one model unless its result is current; False when it failed."""
     out = eval_dir / f"{label}.capability.json"
     try:
@@ -110,9 +109,8 @@ def check_capability(
     if not force and same_path(previous.get("model"), model) and previous.get("suite") == suite:
         print(f"== {label}: capability check {out} is up to date")
         return True
-    print(f"== {label}: capability check of {model} ({', '.join(suite)})", flush=True)
-    cmd = [python, str(SCRIPTS / "capability.py"), "--model", model, "--suite", suite_file, "--output", str(out)]
-    code = subprocess.run(cmd).returncode  # its own process: vLLM frees the GPU when it exits
+    print(f"== {label}: capability check of {model} ({', '.join(suite)})")
+    code = run("scripts/capability.py", "--model", model, "--suite", suite_file, "--output", str(out))
     if code != 0:
         print(f"error: the capability check of {label} ({model}) failed with exit code {code}", file=sys.stderr)
     return code == 0
@@ -123,20 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     if extra[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return 0
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
+    env = dict(os.environ)
+    tracking = bool(env.get("MLFLOW_TRACKING_URI"))
+    if tracking:  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
         try:
             check_mlflow()
         except ConnectionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    env = dict(os.environ)
-    python = env.get("PYTHON") or sys.executable
     models_dir = Path(env.get("MODELS_DIR") or REPO_ROOT / "models")
     data_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "data" / "gsm8k")
-    eval_dir = Path(env.get("EVAL_DIR") or models_dir / "eval")
-    report_dir = Path(env.get("REPORT_DIR") or eval_dir / "report")
-    sft_manifest = Path(env.get("SFT_MANIFEST") or models_dir / "sft" / "latest.json")
-    rl_dir = Path(env.get("RL_DIR") or models_dir / "rl")
+    eval_dir = models_dir / "eval"
     backend, limit, force = env.get("BACKEND") or "auto", env.get("LIMIT", ""), env.get("FORCE") == "1"
     suite_file = env.get("CAPABILITY_SUITE") or str(DEFAULT_SUITE)
     try:
@@ -147,26 +142,24 @@ def main(argv: list[str] | None = None) -> int:
 
     data = data_dir / "test.parquet"
     if not data.is_file():
-        print(f"no {data}: preparing GSM8K into {data_dir} first", flush=True)
+        print(f"no {data}: preparing GSM8K into {data_dir} first")
         source = ["--source", env["GSM8K_SOURCE"]] if env.get("GSM8K_SOURCE") else []
-        prep = [python, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--output-dir", str(data_dir), *source]
-        if subprocess.run(prep).returncode != 0:
+        if run("data/prepare_gsm8k.py", "--output-dir", str(data_dir), *source) != 0:
             print(f"error: data/prepare_gsm8k.py could not prepare {data_dir} (see above)", file=sys.stderr)
             return 1
     data = Path(os.path.abspath(data))
 
     eval_dir.mkdir(parents=True, exist_ok=True)
-    reported: list[str] = []
+    reported: dict[str, str | None] = {}  # label -> model (None: an earlier result, no model to check now)
     skipped: list[str] = []
-    checked: dict[str, str] = {}  # label -> model, for the capability check
     for label in (env.get("MODELS") or "base sft ppo grpo").split():
         out = eval_dir / f"{label}.json"
         try:
-            model = resolve_model(label, env, rl_dir, sft_manifest)
+            model = resolve_model(label, env, models_dir)
         except Skip as why:
             if out.is_file():
                 print(f"== {label}: {why}; reporting the existing {out}")
-                reported.append(label)
+                reported[label] = None
             else:
                 print(f"== {label}: skipped: {why}")
                 skipped.append(label)
@@ -175,39 +168,34 @@ def main(argv: list[str] | None = None) -> int:
             reason = stale_reason(out, model, data, limit)
             if reason is None:
                 print(f"== {label}: {out} is up to date for {model} (FORCE=1 re-evaluates)")
-                reported.append(label)
-                checked[label] = model
+                reported[label] = model
                 continue
             print(f"== {label}: re-evaluating, {out} is stale: {reason}")
         print(f"== {label}: evaluating {model} on {data}{f' (first {limit})' if limit else ''} with backend {backend}")
-        cmd = [python, str(SCRIPTS / "evaluate.py"), "--model", model, "--data", str(data), "--backend", backend]
-        cmd += ["--output", str(out), *(["--limit", limit] if limit else []), *extra]
+        args = ["--model", model, "--data", str(data), "--backend", backend, "--output", str(out)]
         started = time.monotonic()
-        sys.stdout.flush()
-        code = subprocess.run(cmd).returncode  # one process per model: vLLM frees the GPU when it exits
+        code = run("scripts/evaluate.py", *args, *(["--limit", limit] if limit else []), *extra)
         if code != 0:
             print(f"error: evaluating {label} ({model}) failed with exit code {code} (see above)", file=sys.stderr)
             return code
         print(f"== {label}: done in {time.monotonic() - started:.0f} s -> {out}")
-        reported.append(label)
-        checked[label] = model
+        reported[label] = model
 
     if suite is not None:
-        for label, model in checked.items():
-            if not check_capability(label, model, suite_file, suite, eval_dir, python, force):
+        for label, model in reported.items():
+            if model is not None and not check_capability(label, model, suite_file, suite, eval_dir, force):
                 return 1
     if not reported:
         print(f"error: no model to report on (skipped: {' '.join(skipped)}); see the reasons above", file=sys.stderr)
         return 1
-    cmd = [python, str(SCRIPTS / "report.py"), *(str(eval_dir / f"{label}.json") for label in reported)]
-    cmd += ["--labels", ",".join(reported), "--output-dir", str(report_dir)]
+    results = [str(eval_dir / f"{label}.json") for label in reported]
+    args = [*results, "--labels", ",".join(reported), "--output-dir", str(eval_dir / "report")]
     capability = [eval_dir / f"{label}.capability.json" for label in reported]
     if suite is not None and all(p.is_file() for p in capability):
-        cmd += ["--capability", *map(str, capability)]
-    if env.get("MLFLOW_TRACKING_URI"):
-        cmd += ["--mlflow-experiment", env.get("EVAL_EXPERIMENT") or "gsm8k-eval"]
-    sys.stdout.flush()
-    code = subprocess.run(cmd).returncode
+        args += ["--capability", *map(str, capability)]
+    if tracking:
+        args += ["--mlflow-experiment", env.get("EVAL_EXPERIMENT") or "gsm8k-eval"]
+    code = run("scripts/report.py", *args)
     if skipped:
         print(f"not in the report (see the reasons above): {' '.join(skipped)}")
     return code

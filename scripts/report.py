@@ -4,14 +4,9 @@
     python scripts/report.py a.json b.json --labels base,ppo --baseline base \\
         --output-dir models/eval/report --mlflow-experiment gsm8k-eval           # also one MLflow run
 
-With `--capability` (one scripts/capability.py output per model), the report adds the capability check:
-general benchmarks per model with standard errors, the change vs the baseline, drops beyond noise flagged.
-
-Inputs are `scripts/evaluate.py --output` files (every generation with its score). Outputs in --output-dir, each
-written atomically: `report.md` (tables), `report.json` (the same numbers), `accuracy.png` (bars with 95% error
-bars; skipped with a warning where matplotlib is not installed). Per reward mode: accuracy with its Wilson
-interval, the paired difference to the baseline with Newcombe's interval, McNemar's exact test
-(scripts/lib/comparison.py, scripts/lib/stats.py). Results not on the same problems are refused.
+Inputs: `scripts/evaluate.py --output` files (and with `--capability`, scripts/capability.py outputs). Outputs,
+each written atomically: report.md, report.json, accuracy.png (not without matplotlib). The numbers come from
+scripts/lib/comparison.py; what they mean: the README's evaluation section and the report itself.
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ import numpy as np
 from rewards.gsm8k import MODES
 from scripts.lib.atomic import atomic_write
 from scripts.lib.capability import compare
-from scripts.lib.comparison import ReportError, Result, build_report, load_result
+from scripts.lib.comparison import Labelled, ReportError, build_report, load_result
 from scripts.lib.mlflow_health import check_mlflow, ui_url
 from scripts.lib.paths import REPO_ROOT, display_path
 
@@ -237,7 +232,7 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def log_to_mlflow(
-    report: dict[str, Any], files: dict[str, Path], results: list[Result], experiment: str
+    report: dict[str, Any], files: dict[str, Path], results: list[Labelled], experiment: str
 ) -> tuple[str, str]:
     """Log one run: params, metrics, the report files and the input result files; the table as the run's note.
 

@@ -94,14 +94,7 @@ def test_load_problems_rl_schema_uses_the_prompt_template(gsm8k_data_dir):
     assert len(ev.load_problems(gsm8k_data_dir / "val.parquet", limit=2)) == 2
 
 
-def test_load_problems_sft_schema_reads_the_answer_from_the_completion(gsm8k_data_dir):
-    rl = ev.load_problems(gsm8k_data_dir / "val.parquet")
-    sft = ev.load_problems(gsm8k_data_dir / "sft_val.parquet")
-    assert [p.ground_truth for p in sft] == [p.ground_truth for p in rl]  # aligned row for row
-    assert [p.messages for p in sft] == [p.messages for p in rl]
-
-
-def test_load_problems_errors_name_the_file(tmp_path):
+def test_load_problems_errors_name_the_file(tmp_path, gsm8k_data_dir):
     with pytest.raises(FileNotFoundError, match="prepare_gsm8k.py"):
         ev.load_problems(tmp_path / "missing.parquet")
     import pyarrow as pa
@@ -109,8 +102,14 @@ def test_load_problems_errors_name_the_file(tmp_path):
 
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"question": ["q"]}), bad)
-    with pytest.raises(ValueError, match=r"bad.parquet, row 0: expected a `reward_model` or `completion` column"):
+    with pytest.raises(ValueError, match=r"bad.parquet, row 0: no `reward_model` column \(it has question\)"):
         ev.load_problems(bad)
+    with pytest.raises(ValueError, match=r"sft_val.parquet, row 0: .* val.parquet or test.parquet"):
+        ev.load_problems(gsm8k_data_dir / "sft_val.parquet")  # SFT training data: the RL files are the ones to use
+    no_question = tmp_path / "no_question.parquet"
+    pq.write_table(pa.table({"reward_model": [{"ground_truth": "7"}], "extra_info": [{"index": 3}]}), no_question)
+    with pytest.raises(ValueError, match=r"no_question.parquet, row 0: no extra_info.question; rebuild"):
+        ev.load_problems(no_question)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ CAPABILITY_SUITE = Path(__file__).parent / "fixtures" / "capability" / "suite.ya
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, **extra}
+    return {**env, "HF_HUB_OFFLINE": "1", **extra}
 
 
 def write_result(
@@ -523,13 +523,12 @@ def test_evaluate_all_re_evaluates_a_stale_result(
 ):
     """A result made with another LIMIT is evaluated again, not silently reported (report.py would refuse it)."""
     assert evaluate_all_run.returncode == 0
-    eval_dir = tmp_path / "eval"
-    eval_dir.mkdir()
+    eval_dir = tmp_path / "models" / "eval"
+    eval_dir.mkdir(parents=True)
     shutil.copy(fake_repo / "models" / "eval" / "base.json", eval_dir)
     proc = run_evaluate_all(
-        fake_repo, gsm8k_data_dir, "--max-new-tokens", "4",
-        BASE_MODEL=str(tiny_model_dir), EVAL_DIR=str(eval_dir), MODELS="base", LIMIT="3",
-    )  # fmt: skip
+        tmp_path, gsm8k_data_dir, "--max-new-tokens", "4", BASE_MODEL=str(tiny_model_dir), MODELS="base", LIMIT="3"
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "re-evaluating" in proc.stdout and "covers 4 problems, not 3" in proc.stdout
     assert json.loads((eval_dir / "base.json").read_text())["n"] == 3

@@ -1,14 +1,10 @@
-"""The numbers behind scripts/report.py: read evaluation results, check they are comparable, pair them up.
-
-Each model is compared with a baseline on the SAME problems: accuracy with a Wilson interval, the paired
-difference with Newcombe's interval, and McNemar's exact test (scripts/lib/stats.py). Results that are not on
-the same problems (data file, n, prompt version, max_new_tokens, problem set) are refused with ReportError.
-"""
+"""The numbers behind scripts/report.py: read evaluation results, refuse incomparable ones (ReportError), and
+compare each model with the baseline on the same problems (statistics: scripts/lib/stats.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rewards.gsm8k import MODES
+from scripts.lib.evaluation import EvalResult
 from scripts.lib.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_interval
 
 # Published GSM8K test numbers for context only: other pipelines (prompt, decoding, answer extraction), not ours.
@@ -34,19 +31,12 @@ class ReportError(ValueError):
 
 
 @dataclass
-class Result:
-    """One evaluate.py output, reduced to what the report needs; `correct[mode]` is ordered by `indices`."""
+class Labelled:
+    """An evaluate.py output read back, under its report label; `correct[mode]` in problem-index order."""
 
     label: str
     path: Path
-    model: str
-    data: str
-    backend: str
-    n: int
-    prompt_version: str
-    max_new_tokens: int
-    created_at: str
-    indices: np.ndarray
+    result: EvalResult
     problems: dict[int, tuple[str, str]]  # index -> (question, ground_truth)
     correct: dict[str, np.ndarray]
 
@@ -83,7 +73,7 @@ def compare(
     return Paired(label, baseline, mode, n, both, fixed, broke, neither, diff, interval, mcnemar_exact_p(fixed, broke))
 
 
-def load_result(path: str | Path, label: str) -> Result:
+def load_result(path: str | Path, label: str) -> Labelled:
     """Read one evaluate.py output and check it is complete and self-consistent."""
     path = Path(path)
     redo = f"re-create it with `python scripts/evaluate.py --model ... --data ... --output {path}`"
@@ -95,7 +85,7 @@ def load_result(path: str | Path, label: str) -> Result:
         raise ReportError(f"{path}: not readable as JSON ({exc}); {redo}") from None
     if not isinstance(raw, dict):
         raise ReportError(f"{path}: expected a JSON object from scripts/evaluate.py; {redo}")
-    missing = [k for k in ("model", "data", "n", "accuracy", "samples", "prompt_version") if k not in raw]
+    missing = [f.name for f in fields(EvalResult) if f.name not in raw]
     if missing:
         raise ReportError(f"{path}: not an evaluate.py result (missing {', '.join(missing)}); {redo}")
     samples = raw["samples"]
@@ -122,36 +112,25 @@ def load_result(path: str | Path, label: str) -> Result:
                 f"{path}: accuracy[{mode}] says {stated} but its samples give {counted:.6f}; "
                 f"the file was edited or damaged, {redo}"
             )
-    return Result(
-        label=label,
-        path=path,
-        model=str(raw["model"]),
-        data=str(raw["data"]),
-        backend=str(raw.get("backend", "")),
-        n=int(raw["n"]),
-        prompt_version=str(raw["prompt_version"]),
-        max_new_tokens=int(raw.get("max_new_tokens", 0)),
-        created_at=str(raw.get("created_at", "")),
-        indices=np.array([int(samples[i]["index"]) for i in order], dtype=np.int64),
-        problems=problems,
-        correct=correct,
-    )
+    result = EvalResult(**{f.name: raw[f.name] for f in fields(EvalResult)})
+    return Labelled(label, path, result, problems, correct)
 
 
-def check_comparable(results: list[Result]) -> list[str]:
+def check_comparable(results: list[Labelled]) -> list[str]:
     """Raise ReportError unless every result covers the same problems under the same settings; return warnings."""
     ref = results[0]
     fix = "evaluate them the same way (`FORCE=1 python scripts/evaluate_all.py` re-runs every model)"
     for other in results[1:]:
         pair = f"{other.path} ({other.label}) and {ref.path} ({ref.label})"
-        if Path(other.data).name != Path(ref.data).name:
+        mine, theirs = other.result, ref.result
+        if Path(mine.data).name != Path(theirs.data).name:
             raise ReportError(
-                f"{pair} were evaluated on different data files ({other.data} vs {ref.data}); {fix} on one file"
+                f"{pair} were evaluated on different data files ({mine.data} vs {theirs.data}); {fix} on one file"
             )
         for field, what in (("n", "have different problem counts"), ("prompt_version", "have different prompt "
                             "versions"), ("max_new_tokens", "used different max_new_tokens")):  # fmt: skip
-            if getattr(other, field) != getattr(ref, field):
-                raise ReportError(f"{pair} {what} ({getattr(other, field)} vs {getattr(ref, field)}); {fix}")
+            if getattr(mine, field) != getattr(theirs, field):
+                raise ReportError(f"{pair} {what} ({getattr(mine, field)} vs {getattr(theirs, field)}); {fix}")
         only_other = sorted(set(other.problems) - set(ref.problems))
         only_ref = sorted(set(ref.problems) - set(other.problems))
         if only_other or only_ref:
@@ -166,16 +145,16 @@ def check_comparable(results: list[Result]) -> list[str]:
                 f"{changed[0]}): they come from different data files; {fix} on one file"
             )
     warnings = []
-    if len({r.backend for r in results}) > 1:
+    if len({r.result.backend for r in results}) > 1:
         warnings.append(
             "results come from different backends ("
-            + ", ".join(f"{r.label}: {r.backend}" for r in results)
+            + ", ".join(f"{r.label}: {r.result.backend}" for r in results)
             + "); greedy decoding in vLLM and transformers can differ on a few problems"
         )
     return warnings
 
 
-def build_report(results: list[Result], baseline: str) -> dict[str, Any]:
+def build_report(results: list[Labelled], baseline: str) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (after `check_comparable`)."""
     warnings = check_comparable(results)
     base = next(r for r in results if r.label == baseline)
@@ -185,13 +164,13 @@ def build_report(results: list[Result], baseline: str) -> dict[str, Any]:
         models.append(
             {
                 "label": r.label,
-                "model": r.model,
-                "backend": r.backend,
+                "model": r.result.model,
+                "backend": r.result.backend,
                 "result_file": str(r.path),
-                "evaluated_at": r.created_at,
+                "evaluated_at": r.result.created_at,
                 "correct": correct,
-                "accuracy": {m: correct[m] / r.n if r.n else 0.0 for m in MODES},
-                "ci95": {m: list(wilson_interval(correct[m], r.n)) for m in MODES},
+                "accuracy": {m: correct[m] / r.result.n if r.result.n else 0.0 for m in MODES},
+                "ci95": {m: list(wilson_interval(correct[m], r.result.n)) for m in MODES},
             }
         )
     comparisons = []
@@ -203,11 +182,11 @@ def build_report(results: list[Result], baseline: str) -> dict[str, Any]:
             comparisons.append({**vars(paired), "ci95_newcombe": list(paired.ci95_newcombe)})
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data_file": Path(base.data).name,
-        "data": {r.label: r.data for r in results},
-        "n": base.n,
-        "prompt_version": base.prompt_version,
-        "max_new_tokens": base.max_new_tokens,
+        "data_file": Path(base.result.data).name,
+        "data": {r.label: r.result.data for r in results},
+        "n": base.result.n,
+        "prompt_version": base.result.prompt_version,
+        "max_new_tokens": base.result.max_new_tokens,
         "decoding": "greedy",
         "baseline": baseline,
         "modes": list(MODES),

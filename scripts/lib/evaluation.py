@@ -10,11 +10,12 @@ import gc
 import importlib.util
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
-from rewards.gsm8k import MODES, canonical_number, compute_score, extract_answer
+from rewards.gsm8k import MODES, canonical_number, compute_score
 from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.stats import wilson_interval
 
@@ -38,7 +39,9 @@ class Problem:
 
 @dataclass
 class EvalResult:
-    """Accuracy per reward mode, its 95% interval, and every generation (`samples`)."""
+    """One model on one file: accuracy per reward mode, its 95% interval, every generation (`samples`).
+
+    scripts/evaluate.py writes it as JSON (`dataclasses.asdict`); scripts/report.py reads it back."""
 
     model: str
     data: str
@@ -49,6 +52,7 @@ class EvalResult:
     samples: list[dict[str, Any]] = field(repr=False)
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     prompt_version: str = PROMPT_VERSION
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """Flat metrics for a tracker, e.g. `val_after/accuracy_strict`, `val_after/ci95_low_strict`."""
@@ -66,7 +70,7 @@ class EvalResult:
 
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """Read evaluation problems from a data-prep parquet file (RL schema or SFT prompt-completion)."""
+    """Read evaluation problems from a data-prep RL parquet file (train, val or test)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -84,23 +88,19 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
 
 
 def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
-    extra = row.get("extra_info") or {}
-    if "reward_model" in row:  # verl RL schema
-        truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
-    elif row.get("completion"):  # TRL prompt-completion schema
-        truth = extract_answer(row["completion"][-1]["content"], "strict")
-    else:
-        raise ValueError(f"{path}, row {i}: expected a `reward_model` or `completion` column, got {sorted(row)}")
+    if "reward_model" not in row:
+        raise ValueError(
+            f"{path}, row {i}: no `reward_model` column (it has {', '.join(sorted(row))}); evaluate a verl RL "
+            "file from data/prepare_gsm8k.py: train.parquet, val.parquet or test.parquet (not the sft_* files)"
+        )
+    truth = canonical_number(str((row["reward_model"] or {}).get("ground_truth", "")))
     if truth is None:
         raise ValueError(f"{path}, row {i}: no numeric ground truth; rebuild the file with data/prepare_gsm8k.py")
-    index, question = int(extra.get("index", i)), extra.get("question")
-    if question is not None:
-        return Problem(index, question, truth, [user_message(question)])
-    prompt = row.get("prompt")
-    if not (isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict)):
-        raise ValueError(f"{path}, row {i}: neither extra_info.question nor a chat `prompt` to evaluate")
-    content = prompt[-1].get("content", "")
-    return Problem(index, content, truth, [{"role": "user", "content": content}])
+    extra = row.get("extra_info") or {}
+    question = extra.get("question")
+    if not question:
+        raise ValueError(f"{path}, row {i}: no extra_info.question; rebuild the file with data/prepare_gsm8k.py")
+    return Problem(int(extra.get("index", i)), question, truth, [user_message(question)])
 
 
 def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
