@@ -1,18 +1,11 @@
 """Compose verl_configs/<algo>_gsm8k.yaml as verl's main_ppo will, and check what verl would catch too late.
 
-    >>> cfg = compose_config("ppo_gsm8k", ["actor_rollout_ref.model.path=/models/tiny"])  # doctest: +SKIP
-    >>> check_config(cfg, user=[])          # what verl enforces only in its Ray workers, or never  # doctest: +SKIP
-    []
-    >>> verl_validate(cfg, reward)          # verl's validate_config + its reward loader  # doctest: +SKIP
-    "/workspace/rewards/gsm8k.py:compute_score {'mode': 'strict'}"
-
-`check_config` needs no verl import (about a second); `verl_validate` imports verl (seconds) and runs what
-main_ppo runs on the driver, then loads and calls the reward as verl's reward workers will.
+`check_config` needs no verl import (about a second); `verl_validate` imports verl and runs what main_ppo runs
+on the driver, then loads and calls the reward as verl's reward workers will.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import os
@@ -52,24 +45,9 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             return compose(config_name, overrides=[searchpath, *overrides])
     except Exception as exc:  # Hydra raises several types; an unknown key's OmegaConf error names it
-        key = getattr(exc.__cause__, "full_key", None)
-        if key is None:
+        if (key := getattr(exc.__cause__, "full_key", None)) is None:
             raise ConfigError("hydra", " ".join(str(exc).split())) from exc
-        rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
-        try:
-            hint = suggest(compose_config(config_name, rest), key) if len(rest) < len(overrides) else ""
-        except ConfigError:
-            hint = ""
-        raise ConfigError(key, f"not a key of verl's ppo_trainer config{hint}") from exc
-
-
-def suggest(cfg: DictConfig, key: str) -> str:
-    """' (did you mean a.b.c?)' for the closest sibling of `key` in `cfg`, or ''."""
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    keys = [str(k) for k in node.keys() if k != leaf] if isinstance(node, DictConfig) else []
-    close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
-    return f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        raise ConfigError(key, "not a key of verl's ppo_trainer config") from exc
 
 
 def need_critic(cfg: DictConfig) -> bool:
@@ -103,7 +81,7 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
     for override in user:  # Hydra adds `+key=value` anywhere; verl reads it only below a free-form mapping
         key = override[1:].split("=", 1)[0]
         if override.startswith("+") and not override.startswith("++") and not FREEFORM & set(key.split(".")[:-1]):
-            add(key, f"verl would never read '+{key}'{suggest(cfg, key)} (use '++' to force it)")
+            add(key, f"verl would never read '+{key}' (use '++' to force it)")
     for top in (k for k in LEGACY_REWARD_KEYS if k in cfg):
         for key, _ in (leaf for leaf in leaves(OmegaConf.to_container(cfg[top]), top) if leaf[1] is not None):
             add(key, f"verl 0.9.1's main_ppo ignores the top-level '{top}' (only the fully-async trainer migrates "
@@ -167,25 +145,11 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
             tokens(f"{ar}.ref.log_prob_max_token_len_per_gpu")
         else:
             micro(f"{ar}.ref.log_prob_micro_batch_size_per_gpu", *share)
-    for key in (f"{ar}.actor.ppo_micro_batch_size", f"{ar}.rollout.log_prob_micro_batch_size",
-                f"{ar}.ref.log_prob_micro_batch_size", "critic.ppo_micro_batch_size"):  # fmt: skip
-        if get(key) is not None:  # passes validate_config, then the engine workers assert on *_per_gpu
-            add(key, f"global micro batch sizes are ignored by verl 0.9.1's workers: use {key}_per_gpu")
-    # vLLM's scheduler refuses these at server start-up, minutes into the run.
-    seqs_cap, tokens_cap = int(get(f"{ar}.rollout.max_num_seqs")), int(get(f"{ar}.rollout.max_num_batched_tokens"))
-    if tokens_cap < seqs_cap:
-        add(f"{ar}.rollout.max_num_batched_tokens", f"{tokens_cap} < max_num_seqs ({seqs_cap}): vLLM refuses it")
-    if not get(f"{ar}.rollout.enable_chunked_prefill") and tokens_cap < max_seq:
-        add(f"{ar}.rollout.max_num_batched_tokens", f"{tokens_cap} < one sequence ({max_seq}) without chunked prefill")
-    if get(f"{ar}.rollout.max_model_len") is not None and int(get(f"{ar}.rollout.max_model_len")) < max_seq:
-        add(f"{ar}.rollout.max_model_len", f"< max_prompt_length + max_response_length ({max_seq})")
     return problems
 
 
 def verl_validate(cfg: DictConfig, reward: Any) -> str:
-    """verl's own driver-side checks, then its reward loader, which must load `reward` (a registry entry).
-
-    Returns 'file:function {reward_kwargs}' as verl resolved them; raises ConfigError naming the key."""
+    """verl's driver-side checks, then its reward loader, which must load `reward`: 'file:function {kwargs}'."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # verl may mutate it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from verl.trainer.ppo.reward import get_custom_reward_fn

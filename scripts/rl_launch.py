@@ -1,13 +1,6 @@
-"""verl PPO/GRPO on GSM8K: the launcher behind scripts/run_ppo.sh and run_grpo.sh.
+"""verl PPO/GRPO on GSM8K: the launcher behind scripts/run_ppo.sh and run_grpo.sh (README, RL section).
 
-    bash scripts/run_grpo.sh [--dry-run] [--skip-preflight] [hydra overrides...]
-    REWARD=gsm8k_flexible N_GPUS=1 python -m scripts.rl_launch --algo grpo --dry-run   # the same
-
-Reads the environment once (`Settings.from_env`; the knobs: README, RL section), composes
-verl_configs/<algo>_gsm8k.yaml once with the overrides it decides plus yours and checks it
-(scripts/rl_config.py). A dry run prints a summary and writes the resolved YAML to
-<CHECKPOINT_DIR>/dry_run_config.yaml; a real launch prepares data, runs the preflight
-(scripts/rl_preflight.py), attaches the MLflow run and execs `python -m verl.trainer.main_ppo`.
+REWARD=gsm8k_flexible N_GPUS=1 bash scripts/run_grpo.sh [--dry-run] [--skip-preflight] [hydra overrides...]
 """
 
 from __future__ import annotations
@@ -36,10 +29,8 @@ from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, SFT_MANIFEST
 from scripts.rl_preflight import DATA_FILES, LaunchError
 
 ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRunner actor on every Ray node
-CPU, CPU_PLUGIN = (
-    rc.CONFIG_DIR / "cpu.yaml",
-    "scripts.rl_cpu",
-)  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
+CPU = rc.CONFIG_DIR / "cpu.yaml"
+CPU_PLUGIN = "scripts.rl_cpu"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
 RESILIENT_MLFLOW = "scripts.lib.resilient_mlflow"  # ... and everywhere: verl's MLflow logging survives an outage
 
 
@@ -70,17 +61,14 @@ class Settings:
         gpus, nodes = env.get("N_GPUS", "4"), env.get("NNODES", "1")
         for name, value in (("N_GPUS", gpus), ("NNODES", nodes)):
             if not value.isdigit() or (name == "NNODES" and value == "0") or (gpus == "0" and nodes != "1"):
-                raise LaunchError(
-                    f"{name}={value!r} in the environment: use a whole number (N_GPUS=0: CPU, on 1 node)"
-                )
+                raise LaunchError(f"{name}={value!r} in the environment: use a whole number (N_GPUS=0: CPU, 1 node)")
         reward = env.get("REWARD", "gsm8k_strict")
         try:
             rewards.get_reward(reward)
         except KeyError as exc:
             raise LaunchError(f"REWARD: {exc.args[0]} (rewards/__init__.py)") from None
-        model, why, manifest = choose_model(
-            env.get("MODEL_PATH", ""), env.get("BASE_MODEL", DEFAULT_MODEL), SFT_MANIFEST
-        )
+        base = env.get("BASE_MODEL", DEFAULT_MODEL)
+        model, why, manifest = choose_model(env.get("MODEL_PATH", ""), base, SFT_MANIFEST)
         if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             raise LaunchError(f"MODEL_PATH={model} is not a directory: point it at a model folder or a hub id")
         exp = env.get("EXPERIMENT") or default_experiment(algo, model)
@@ -88,7 +76,7 @@ class Settings:
             raise LaunchError(f"EXPERIMENT={exp!r}: use letters, digits, '.', '_' and '-' only")
         ckpt = Path(env.get("CHECKPOINT_DIR", REPO_ROOT / "models" / "rl" / exp)).expanduser().resolve()
         data = Path(env.get("DATA_DIR", REPO_ROOT / "data" / "gsm8k")).expanduser().resolve()
-        ray = env.get("RAY_ADDRESS") or (None if gpus == "0" else local_ray_cluster(env))
+        ray = env.get("RAY_ADDRESS") or (None if gpus == "0" else local_ray_cluster(env))  # CPU: a Ray of its own
         return cls(algo, model, why, int(gpus), int(nodes), data, exp, ckpt, env.get("MLFLOW_TRACKING_URI",
                    "http://mlflow:5000"), reward, env.get("GSM8K_SOURCE", ""), env.get("VERL_USE_EXTERNAL_MODULES",
                    ""), ray, manifest.get("mlflow_run_id"), pre.read_run_id(ckpt))  # fmt: skip
@@ -130,9 +118,7 @@ def default_experiment(algo: str, model: str) -> str:
 
 
 def local_ray_cluster(env: Mapping[str, str]) -> str | None:
-    """This node's `ray start` cluster, which main_ppo's `ray.init()` joins (Ray's own lookup, without ray).
-
-    Not used on CPU: a CPU run starts a Ray of its own, leaving the verl container's `ray start` head alone."""
+    """This node's `ray start` cluster, which main_ppo's `ray.init()` joins (Ray's own lookup, without ray)."""
     current = Path(env.get("RAY_TMPDIR") or env.get("TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
     return (current.read_text(encoding="utf-8").strip() or None) if current.is_file() else None
 
@@ -190,48 +176,44 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[rc.
 
 
 def summary(s: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]) -> str:
-    """The short human summary of what will run (or would, for a dry run)."""
-    g, ar, gpus, on = (lambda key: OmegaConf.select(cfg, key)), "actor_rollout_ref", s.slots * s.nnodes, ("off", "on")
-    n, batch, mini, tp = (g(f"{ar}.rollout.n"), g("data.train_batch_size"), g(f"{ar}.actor.ppo_mini_batch_size"),
-                          g(f"{ar}.rollout.tensor_model_parallel_size"))  # fmt: skip
-    kl = f"KL loss {g(f'{ar}.actor.kl_loss_type')} {g(f'{ar}.actor.kl_loss_coef')}" if rc.need_ref(cfg) else "no KL"
+    """What will run (or would, for a dry run), one line per topic."""
+    g, ar, gpus = (lambda key: OmegaConf.select(cfg, key)), "actor_rollout_ref", s.slots * s.nnodes
+    n, batch, mini = g(f"{ar}.rollout.n"), g("data.train_batch_size"), g(f"{ar}.actor.ppo_mini_batch_size")
+    tp, critic, ref = g(f"{ar}.rollout.tensor_model_parallel_size"), rc.need_critic(cfg), rc.need_ref(cfg)
+    kl = f"KL loss {g(f'{ar}.actor.kl_loss_type')} {g(f'{ar}.actor.kl_loss_coef')}" if ref else "no KL"
     kl = f"KL in reward {g('algorithm.kl_ctrl.kl_coef')}" if g("algorithm.use_kl_in_reward") else kl
     ready, data, rows = pre.data_status(s.data_dir)
-    if not ready:
-        data += " (a real launch runs data/prepare_gsm8k.py first)"
-    elif steps := rows[DATA_FILES[0]] // batch:
-        cap = g("trainer.total_training_steps")
-        data += f" -> {steps} steps/epoch x {g('trainer.total_epochs')} epochs" + (
-            f", capped at {cap} steps" if cap else ""
-        )
+    if ready:
+        data += f" -> {rows[DATA_FILES[0]] // batch} steps/epoch x {g('trainer.total_epochs')} epochs"
+        data += f", capped at {cap} steps" if (cap := g("trainer.total_training_steps")) else ""
     else:
-        data += f" (!) fewer train rows than data.train_batch_size={batch}"
-    run = s.run_id or f"new (created at launch; its id is kept in {pre.RUN_ID_FILE})"
-    loggers, step = ", ".join(g("trainer.logger")), latest_step(s.checkpoint_dir)
-    rows = [
-        ("config", f"{rc.CONFIG_DIR / s.algo}_gsm8k.yaml (+ gsm8k_base.yaml)"),
-        ("model", f"{s.model}  ({s.model_reason})"),
-        ("algorithm", f"{s.algo}: adv_estimator={g('algorithm.adv_estimator')}, critic {on[rc.need_critic(cfg)]}, "
-                      f"ref {on[rc.need_ref(cfg)]} ({kl}), actor {g(f'{ar}.actor.strategy')}"),
-        ("GPUs", ("none: CPU (verl_configs/cpu.yaml, scripts/rl_cpu.py), 1 slot" if s.n_gpus == 0 else
-                  f"{s.nnodes} node(s) x {s.n_gpus} = {gpus}") + f"; rollout {g(f'{ar}.rollout.name')} TP {tp} -> "
-                 f"{gpus // tp} replica(s)"),
-        ("batch", f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} prompts ({batch // mini} "
-                  f"updates/step); " + (f"dynamic batches of <= {g(f'{ar}.actor.ppo_max_token_len_per_gpu')} tokens"
-                  "/GPU" if g(f"{ar}.actor.use_dynamic_bsz") else
-                  f"micro batch {g(f'{ar}.actor.ppo_micro_batch_size_per_gpu')}/GPU")),
-        ("data", f"{s.data_dir}: {data}"),
-        ("reward", f"REWARD={s.reward}: {reward} (as verl's loader resolves it)"),
-        ("logger", loggers + (f" -> {s.mlflow_uri}, experiment {g('trainer.project_name')}, run {run}"
-                              if "mlflow" in loggers else "")),
-        ("checkpoints", f"{g('trainer.default_local_dir')} every {g('trainer.save_freq')} steps (keep "
-                        f"{g('trainer.max_actor_ckpt_to_keep')}); HF weights in global_step_N/actor/huggingface"),
-        ("resume", f"from global_step_{step}" if step else "fresh start"),
-        ("ray", f"cluster at {s.ray_address}" if s.ray_address else
-                f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {pre.ray_cpu_budget(cfg)})"),
-        written,
-    ]  # fmt: skip
-    return "\n".join(f"  {key:<12}{value}" for key, value in rows)
+        data += " (a real launch runs data/prepare_gsm8k.py first)"
+    micro = f"micro batch {g(f'{ar}.actor.ppo_micro_batch_size_per_gpu')}/GPU"
+    if g(f"{ar}.actor.use_dynamic_bsz"):
+        micro = f"dynamic batches of <= {g(f'{ar}.actor.ppo_max_token_len_per_gpu')} tokens/GPU"
+    where = f"{s.nnodes} node(s) x {s.n_gpus} = {gpus}" if s.n_gpus else "none: CPU (verl_configs/cpu.yaml), 1 slot"
+    loggers = ", ".join(g("trainer.logger"))
+    if "mlflow" in loggers:
+        loggers += f" -> {s.mlflow_uri}, experiment {g('trainer.project_name')}, run {s.run_id or 'new'}"
+    step, keep = latest_step(s.checkpoint_dir), g("trainer.max_actor_ckpt_to_keep")
+    ray = f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {pre.ray_cpu_budget(cfg)})"
+    rows = {
+        "config": f"{rc.CONFIG_DIR / s.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
+        "model": f"{s.model}  ({s.model_reason})",
+        "algorithm": f"{s.algo}: adv_estimator={g('algorithm.adv_estimator')}, critic {'on' if critic else 'off'}, "
+        f"ref {'on' if ref else 'off'} ({kl})",
+        "GPUs": f"{where}; rollout {g(f'{ar}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
+        "batch": f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} "
+        f"({batch // mini} updates/step); {micro}",
+        "data": f"{s.data_dir}: {data}",
+        "reward": f"REWARD={s.reward}: {reward} (as verl's loader resolves it)",
+        "logger": loggers,
+        "checkpoints": f"{g('trainer.default_local_dir')} every {g('trainer.save_freq')} steps (keep {keep})",
+        "resume": f"from global_step_{step}" if step else "fresh start",
+        "ray": f"cluster at {s.ray_address}" if s.ray_address else ray,
+        written[0]: written[1],
+    }
+    return "\n".join(f"  {key:<12}{value}" for key, value in rows.items())
 
 
 def check_resume(s: Settings, cfg: DictConfig, logged_params: dict[str, str]) -> None:
@@ -280,14 +262,8 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
         print(f"preflight: disk {pre.check_disk(s.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:
-        tags = {
-            "algorithm": s.algo,
-            "model": s.model,
-            "model_source": s.model_reason,
-            "reward": s.reward,
-            "launcher": "rl_launch.py",
-            **({"sft_mlflow_run_id": str(s.sft_run_id)} if s.sft_run_id else {}),
-        }
+        tags = {"algorithm": s.algo, "model": s.model, "model_source": s.model_reason, "reward": s.reward}
+        tags |= {"launcher": "rl_launch.py", **({"sft_mlflow_run_id": str(s.sft_run_id)} if s.sft_run_id else {})}
         uri, s.run_id, logged = pre.ensure_mlflow_run(s.mlflow_uri, cfg.trainer.project_name, s.experiment,
                                                       s.checkpoint_dir, tags)  # fmt: skip
         if uri != s.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
@@ -329,12 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                      "section); Hydra overrides look like key=value")  # fmt: skip
     try:
         return launch(Settings.from_env(args.algo), user, args.dry_run, args.skip_preflight)
-    except rc.ConfigError as exc:
-        print(f"error: {exc.key}: {exc.message}", file=sys.stderr)
-        return 2
-    except LaunchError as exc:
+    except (rc.ConfigError, LaunchError) as exc:  # a config problem exits 2, anything else a launch needs 1
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, rc.ConfigError) else 1
 
 
 if __name__ == "__main__":

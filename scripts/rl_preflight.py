@@ -111,9 +111,7 @@ def check_world_size(checkpoint_dir: Path, world_size: int) -> str:
 
 
 def prune_checkpoints(checkpoint_dir: Path, keep: int) -> list[Path]:
-    """Remove all but the newest `keep` complete global_step_N dirs, never the resume step; returns what went.
-
-    verl prunes only what its own process saved and leaves global_step_N/data.pt behind."""
+    """Remove all but the newest `keep` complete global_step_N dirs, never the resume step; returns what went."""
     steps = sorted((int(p.name[12:]), p) for p in checkpoint_dir.glob("global_step_*")
                    if p.is_dir() and p.name[12:].isdigit())  # fmt: skip
     kept = {n for n, p in steps if (p / "actor").is_dir()}
@@ -133,10 +131,8 @@ def check_shm(min_gib: float = 16) -> str:
 
 
 def ray_cpu_budget(cfg) -> int:
-    """CPUs verl 0.9.1 holds for the whole run: 3 per GPU bundle + TransferQueue's storage units + 1 (TaskRunner).
-
-    The default (v1) trainer starts TransferQueue's storage units first, one CPU each, then waits with no
-    timeout for its {"CPU": 3, "GPU": 1} bundles: with fewer CPUs the job hangs at 0% GPU."""
+    """CPUs verl 0.9.1 holds for the whole run: 3 per GPU bundle + TransferQueue's storage units + 1 (TaskRunner);
+    the v1 trainer starts the storage units first, then waits for the GPU bundles forever (0% GPU) with fewer."""
     from omegaconf import OmegaConf
 
     units = OmegaConf.select(cfg, "transfer_queue.backend.SimpleStorage.num_data_storage_units", default=0)
@@ -219,10 +215,7 @@ def check_disk(checkpoint_dir: Path, need: int) -> str:
 def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: Path, tags: dict[str, str]
                       ) -> tuple[str, str, dict[str, str]]:  # fmt: skip
     """(tracking URI, run id, params logged so far) of the MLflow run `checkpoint_dir` logs into, created on first
-    launch. The URI is `uri`, or with ALLOW_NO_TRACKING=1 and the server down the local store check_mlflow chose.
-
-    verl's tracker calls `mlflow.start_run(run_id=$MLFLOW_RUN_ID)` when that is set, so a resumed job continues
-    this run (same metric history and step axis) instead of opening a second one."""
+    launch. The URI is `uri`, or with ALLOW_NO_TRACKING=1 and the server down the local store check_mlflow chose."""
     try:
         uri = check_mlflow(uri, 5.0)  # verl itself would only warn and train untracked
     except ConnectionError as exc:
