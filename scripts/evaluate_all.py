@@ -19,7 +19,7 @@ from pathlib import Path
 from scripts.lib.capability import DEFAULT_SUITE, load_suite
 from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, same_path
+from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, REPO_ROOT, same_path, sft_manifest
 
 
 class Skip(Exception):
@@ -35,13 +35,13 @@ def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
         if env.get("SFT_MODEL"):
             path = Path(env["SFT_MODEL"])
         else:
-            sft_manifest = models_dir / "sft" / "latest.json"
+            manifest_file = sft_manifest(models_dir)
             try:
-                manifest = read_sft_manifest(sft_manifest)
+                manifest = read_sft_manifest(manifest_file)
             except ValueError as exc:
                 raise Skip(f"{exc}; rerun notebooks/sft_training.ipynb or set SFT_MODEL") from None
             if manifest is None:
-                raise Skip(f"no SFT manifest at {sft_manifest}; run notebooks/sft_training.ipynb or set SFT_MODEL")
+                raise Skip(f"no SFT manifest at {manifest_file}; run notebooks/sft_training.ipynb or set SFT_MODEL")
             path = manifest["path"]
         if not (path / "config.json").is_file():
             raise Skip(f"no model at {path} (no config.json)")
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConnectionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    models_dir = Path(env.get("MODELS_DIR") or REPO_ROOT / "models")
-    data_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "data" / "gsm8k")
+    models_dir = Path(env.get("MODELS_DIR") or MODELS_DIR)
+    data_dir = Path(env.get("DATA_DIR") or DATA_DIR)
     eval_dir = models_dir / "eval"
     backend, limit, force = env.get("BACKEND") or "auto", env.get("LIMIT", ""), env.get("FORCE") == "1"
     suite_file = env.get("CAPABILITY_SUITE") or str(DEFAULT_SUITE)

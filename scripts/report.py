@@ -26,7 +26,7 @@ from scripts.lib.atomic import atomic_write
 from scripts.lib.capability import compare
 from scripts.lib.comparison import Labelled, ReportError, build_report, load_result
 from scripts.lib.mlflow_health import check_mlflow, ui_url
-from scripts.lib.paths import REPO_ROOT, display_path
+from scripts.lib.paths import MODELS_DIR, display_path
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", help="JSON files written by scripts/evaluate.py --output")
     parser.add_argument("--labels", help="comma-separated names, one per file (default: the file names' stems)")
     parser.add_argument("--baseline", help="label the others are compared with (default: the first)")
-    parser.add_argument("--output-dir", default=str(REPO_ROOT / "models" / "eval" / "report"))
+    parser.add_argument("--output-dir", default=str(MODELS_DIR / "eval" / "report"))
     parser.add_argument("--mlflow-experiment", help="also log one run to MLflow (MLFLOW_TRACKING_URI) here")
     parser.add_argument(
         "--capability", nargs="+", metavar="JSON", help="scripts/capability.py outputs, one per result file, in order"

@@ -17,7 +17,7 @@ from typing import Any
 
 from scripts.lib.checkpoints import read_sft_manifest
 from scripts.lib.mlflow_health import check_mlflow, ui_url
-from scripts.lib.paths import under_repo
+from scripts.lib.paths import sft_manifest, under_repo
 
 STAGES = ("data", "sft", "ppo", "grpo", "eval")
 EXPERIMENT = "gsm8k-pipeline"
@@ -69,7 +69,7 @@ def stage_runs(models_dir: Path, ppo_experiment: str, grpo_experiment: str) -> d
     """MLflow run ids of the stages, from the files each stage keeps them in."""
     runs = {}
     try:
-        manifest = read_sft_manifest(models_dir / "sft" / "latest.json", root=models_dir.parent)
+        manifest = read_sft_manifest(sft_manifest(models_dir), root=models_dir.parent)
     except ValueError:
         manifest = None
     if manifest and manifest.get("mlflow_run_id"):

@@ -25,7 +25,7 @@ from scripts import rl_config as rc
 from scripts import rl_preflight as pre
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step, read_sft_manifest
-from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, SFT_MANIFEST
+from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, SFT_MANIFEST
 from scripts.rl_preflight import DATA_FILES, LaunchError
 
 ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRunner actor on every Ray node
@@ -74,8 +74,8 @@ class Settings:
         exp = env.get("EXPERIMENT") or default_experiment(algo, model)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", exp):
             raise LaunchError(f"EXPERIMENT={exp!r}: use letters, digits, '.', '_' and '-' only")
-        ckpt = Path(env.get("CHECKPOINT_DIR", REPO_ROOT / "models" / "rl" / exp)).expanduser().resolve()
-        data = Path(env.get("DATA_DIR", REPO_ROOT / "data" / "gsm8k")).expanduser().resolve()
+        ckpt = Path(env.get("CHECKPOINT_DIR", MODELS_DIR / "rl" / exp)).expanduser().resolve()
+        data = Path(env.get("DATA_DIR", DATA_DIR)).expanduser().resolve()
         ray = env.get("RAY_ADDRESS") or (None if gpus == "0" else local_ray_cluster(env))  # CPU: a Ray of its own
         return cls(algo, model, why, int(gpus), int(nodes), data, exp, ckpt, env.get("MLFLOW_TRACKING_URI",
                    "http://mlflow:5000"), reward, env.get("GSM8K_SOURCE", ""), env.get("VERL_USE_EXTERNAL_MODULES",

@@ -20,13 +20,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from scripts.lib.paths import REPO_ROOT
+from scripts.lib.paths import MODELS_DIR
 
 logger = logging.getLogger(__name__)
 
 # The opt-out, read once: 1 = run on (tracking into OFFLINE_STORE) when the server is down at start.
 ALLOW_NO_TRACKING = os.environ.get("ALLOW_NO_TRACKING", "").strip() == "1"
-OFFLINE_STORE = REPO_ROOT / "models" / "mlflow-offline"
+OFFLINE_STORE = MODELS_DIR / "mlflow-offline"
 # An API call every authenticated user may make (basic-auth's default permission is READ); /health is open to all.
 _PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
 

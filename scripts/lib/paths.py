@@ -18,8 +18,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_ROOT = Path("/workspace")
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-SFT_MANIFEST = REPO_ROOT / "models" / "sft" / "latest.json"
+MODELS_DIR = REPO_ROOT / "models"  # SFT checkpoints, RL experiments (rl/), evaluation results (eval/)
 DATA_DIR = REPO_ROOT / "data" / "gsm8k"
+
+
+def sft_manifest(models_dir: Path = MODELS_DIR) -> Path:
+    """The manifest the SFT notebook writes and RL and evaluation read: <models_dir>/sft/latest.json."""
+    return models_dir / "sft" / "latest.json"
+
+
+SFT_MANIFEST = sft_manifest()
 
 
 def under_repo(path: str | os.PathLike[str], root: Path = REPO_ROOT) -> Path:
