@@ -42,8 +42,9 @@ STRICT_CASES = [
     ("#### 2.5", "2.5", 1.0),  # decimal answer
     ("#### 0.50", "0.5", 1.0),  # decimal with a trailing zero
     ("#### \n 72", "72", 1.0),  # newline between marker and number
-    ("#### 5\nWait, I made an error.\n#### 72", "72", 1.0),  # the LAST marker counts
-    ("#### 72\nWait, I made an error.\n#### 5", "72", 0.0),  # ... also when it is wrong
+    ("#### 72\n#### 72", "72", 1.0),  # the same answer twice commits to it
+    ("#### 5\nWait, I made an error.\n#### 72", "72", 0.0),  # two different answers: a hedge, whatever the last
+    ("#### 72\nWait, I made an error.\n#### 5", "72", 0.0),  # ... in either order
     ("#### 72\n" + "I am confident in this. " * 200, "72", 1.0),  # marker far from the end
     ("#### **72**", "72", 1.0),  # markdown bold around the number
     ("#### *72*", "72", 1.0),  # markdown italics
@@ -59,7 +60,23 @@ STRICT_CASES = [
     ("#### The answer is **-5**", "-5", 1.0),  # lead-in, emphasis, negative
     ("#### about 72", "72", 0.0),  # a hedge is not a final number
     ("#### The answer depends on 72", "72", 0.0),  # not a lead-in phrase
-    ("#### 6 x 12 = 72", "72", 0.0),  # an expression: the first number is read, and it is wrong
+    ("#### 6 x 12 = 72", "72", 1.0),  # a right calculation commits to its result
+    ("#### 3 * 6 = 18", "18", 1.0),  # ... with `*`
+    ("#### \\frac{36}{2} = 18", "18", 1.0),  # ... with a LaTeX fraction
+    ("#### 48 + 24 = 72 clips", "72", 1.0),  # ... with a unit
+    ("#### 10 / 3 = 3.33", "3.33", 1.0),  # ... rounded at the places written
+    ("#### 6 x 12 = 73", "73", 0.0),  # a wrong calculation commits to nothing
+    ("#### \\$18", "18", 1.0),  # LaTeX / Markdown escaped dollar
+    ("#### \\\\$18", "18", 1.0),  # escaped escape
+    ("#### $\\$18$", "18", 1.0),  # escaped dollar in inline math
+    ("#### 1 000 000", "1000000", 1.0),  # digits grouped with spaces
+    ("#### 1\u2009000\u2009000", "1000000", 1.0),  # ... thin spaces
+    ("#### 1\u202f000", "1000", 1.0),  # ... narrow no-break space
+    ("#### 1\\,000", "1000", 1.0),  # ... LaTeX thin space
+    ("#### 12{,}500", "12500", 1.0),  # LaTeX comma
+    ("#### \uff11\uff18", "18", 1.0),  # full-width digits
+    ("#### 72<|im_end|>", "72", 1.0),  # an end-of-turn token left in the text
+    ("#### 1 00", "100", 0.0),  # not groups of three: two numbers
     ("#### \\frac{144}{2}", "72", 0.0),  # LaTeX that is not a plain number
     ("#### + -72", "-72", 0.0),  # a plus then a minus is not clearly a number
     ("#### 71", "72", 0.0),  # wrong number
@@ -79,7 +96,13 @@ FLEXIBLE_CASES = [
     ("The total is \\boxed{72}.", "72", 1.0),  # boxed
     ("\\boxed{12{,}500}", "12500", 1.0),  # LaTeX thousands separator
     ("\\boxed{\\$18}", "18", 1.0),  # escaped dollar in boxed
-    ("First \\boxed{5}, no wait \\boxed{72}", "72", 1.0),  # last boxed
+    ("\\boxed{72} so \\boxed{72}", "72", 1.0),  # the same box twice
+    ("First \\boxed{5}, no wait \\boxed{72}", "72", 0.0),  # two different boxes: a hedge, whatever the last
+    ("She has \\$18 left.", "18", 1.0),  # escaped dollar, last number
+    ("She saves 3 * 6 = 18 dollars.", "18", 1.0),  # a calculation in prose
+    ("The answer is 3 * 6 = 18.", "18", 1.0),  # a calculation after the phrase
+    ("It is 18 or 19.", "18", 0.0),  # a hedge in the last sentence
+    ("It is 17, 18, 19.", "19", 0.0),  # a list in the last sentence
     ("The answer is 72.", "72", 1.0),  # answer phrase
     ("The answer is: $1,008.", "1008", 1.0),  # phrase with colon, dollar, separators
     ("**Answer:** 72", "72", 1.0),  # markdown bold answer line
