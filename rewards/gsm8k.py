@@ -103,13 +103,13 @@ _LEAD_IN = re.compile(r"(?:the\s+)?(?:final\s+)?answer(?:\s+(?:is|was))?\s*:?[\s
 _HEDGES = re.compile(
     r"\b(?:or|either|nor|between|about|approx(?:imately)?|around|roughly|nearly|almost|circa|maybe|perhaps"
     r"|possibly|probably|likely|guess|not|no|never|wrong|incorrect|false|unsure|uncertain|at\s+(?:least|most)"
-    r"|up\s+to|(?:more|less|fewer|greater|higher|lower)\s+than|(?:over|under|above|below)(?=\s*\$?\d)|ish|range)\b"
-    r"|n't\b|[<>\u2264\u2265\u2248~\u00b1\u2260]|\+/-|\\(?:geq?|leq?|approx|sim|pm|neq?|lt|gt)\b",
+    r"|up\s+to|(?:more|less|fewer|greater|higher|lower)\s+than|(?:over|under|above|below)(?=\s*[-+]?\s*\$?\s*[-+]?\d)|range)\b|ish\b"
+    r"|n't\b|[<>\u2264\u2265\u2248~\u00b1\u2260]|\+/-|!=|\\(?:geq?|leq?|approx|sim|pm|neq?|lt|gt)\b",
     re.IGNORECASE,
 )
 _TOKEN = re.compile(
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d|,\d)"  # 1,234,567.50
-    rf"|\d{{1,3}}(?:[{_SPACES}]\d{{3}})+(?:\.\d+)?(?!\d|[{_SPACES}]\d)"  # 1 000 000
+    r"(?P<num>[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?(?!\d|,\d)"  # 1,234,567.50
+    rf"|[1-9]\d{{0,2}}(?:[{_SPACES}]\d{{3}})+(?:\.\d+)?(?!\d|[{_SPACES}]\d)"  # 1 000 000
     r"|\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<op>[-+*/=()%])|(?P<word>[^\W\d_]+)|(?P<other>\S)"
 )
@@ -124,7 +124,11 @@ def _ascii_digits(text: str) -> str:
 
 
 def _normalize(snippet: str) -> str:
-    snippet = _ascii_digits(snippet)
+    if snippet.isascii():
+        if not any(c in snippet for c in "\\{}*_`<"):
+            return snippet  # the common case: nothing to unwrap
+    else:
+        snippet = _ascii_digits(snippet)
     for old, new in _LATEX:
         if old in snippet:
             snippet = snippet.replace(old, new)
@@ -194,7 +198,7 @@ def _single(tokens: list[tuple[str, str]], words_before: bool = False) -> str | 
     if before and before[-1] in (("op", "-"), ("op", "+")):
         negative = before.pop()[1] == "-"
     if before and not words_before:
-        return None  # `#### The answer depends on 72`: words, then a number, is not an answer line
+        return HEDGE  # `#### The answer depends on 72`, `#### + -72`: not an answer line
     if any(kind == "op" and text not in "%()" for kind, text in tokens[i + 1 :]):
         return HEDGE  # `18/19`, `18-19`, `18 + 1`: an expression, not one number
     return _canonical_digits(negative, tokens[i][1])
@@ -351,13 +355,20 @@ def _last_in_sentence(tokens: list[tuple[str, str]]) -> str | None:
 # --- finding the statements in a response ------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s|$)")
-_RETRACTIONS = re.compile(
-    r"\b(?:wait|actually|oops|sorry|mistake|error|wrong|incorrect|correction|instead|rather|scratch\s+that"
-    r"|i\s+mean|nope|re-?(?:check|compute|calculate|consider|evaluate|think)|hmm+|maybe|perhaps|possibly"
-    r"|probably|alternatively|unsure|either|not\s+(?:right|correct|sure|certain))\b"
-    r"|\b(?:not|or)\s+\$?\d|\bno\s*[,.!]|(?:^|[.!?\n]\s*)or\b|n't\s+(?:right|correct|sure)",
+# Words and phrases that take an answer back or hedge it, when they follow the last statement.
+_RETRACTION_WORDS = frozenset(
+    "wait actually oops sorry mistake error wrong incorrect correction instead rather nope maybe perhaps"
+    " possibly probably might could alternatively unsure either recheck recompute recalculate reconsider"
+    " rethink".split()
+)
+_RETRACTION_PHRASES = re.compile(
+    r"\b(?:scratch\s+that|i\s+mean|re-(?:check|compute|calculate|consider|evaluate|think)"
+    r"|not\s+(?:right|correct|sure|certain)|(?:not|or)\s+[-+]?\$?[-+]?\d|no\s*[,.!])"
+    r"|(?:^|[.!?\n]\s*)or\b|n't\s+(?:right|correct|sure)",
     re.IGNORECASE,
 )
+_PHRASE_WORDS = frozenset(("scratch", "mean", "re", "not", "or", "no", "t"))
+_WORD = re.compile(r"[a-z]+")
 
 
 def _line_statement(text: str, start: int) -> tuple[str | None, int]:
@@ -408,22 +419,24 @@ def _boxes(text: str) -> list[tuple[int, str | None]]:
 
 
 def _phrases(text: str) -> list[tuple[int, str | None]]:
-    lowered = text.lower()
     found = []
-    end = len(lowered)
+    hits = {"nswer": text.rfind("nswer"), "NSWER": text.rfind("NSWER")}  # no lower() of a megabyte
     for _ in range(_MAX_STATEMENTS):
-        pos = lowered.rfind("answer", 0, end)
-        if pos < 0:
+        needle = max(hits, key=hits.__getitem__)
+        if hits[needle] < 1:
             break
-        after = pos + len("answer")
-        gap = _AFTER_PHRASE.match(lowered, after, after + _WINDOW)
-        if lowered[after : gap.end()].strip():  # `answer is`, `answer:`, not `answer to`
-            stop = _SENTENCE_END.search(text, gap.end(), gap.end() + _STATEMENT)
-            stop_at = stop.start() if stop else min(len(text), gap.end() + _STATEMENT)
-            value = _statement(text[gap.end() : stop_at])
+        pos = hits[needle] - 1
+        hits[needle] = text.rfind(needle, 0, pos)  # each search goes back only to the previous hit
+        if text[pos] not in "aA":
+            continue
+        window = text[pos : pos + len("answer") + _WINDOW + _STATEMENT]
+        gap = _AFTER_PHRASE.match(window.lower(), len("answer"), len("answer") + _WINDOW)
+        if window[len("answer") : gap.end()].strip():  # `answer is`, `answer:`, not `answer to`
+            stop = _SENTENCE_END.search(window, gap.end(), gap.end() + _STATEMENT)
+            stop_at = stop.start() if stop else min(len(window), gap.end() + _STATEMENT)
+            value = _statement(window[gap.end() : stop_at])
             if value is not None and value != HEDGE:  # a phrase mid-reasoning that names no number is prose
-                found.append((stop_at, value))
-        end = pos
+                found.append((pos + stop_at, value))
     return found
 
 
@@ -447,7 +460,11 @@ def _retracted(text: str, start: int, answer: str) -> bool:
     trailer = text[start : start + _TRAILER]
     if not trailer.strip():
         return False
-    if _RETRACTIONS.search(trailer):
+    lowered = trailer.lower()
+    words = set(_WORD.findall(lowered))
+    if words & _RETRACTION_WORDS or "hmm" in lowered:
+        return True
+    if words & _PHRASE_WORDS and _RETRACTION_PHRASES.search(trailer):
         return True
     if not any(d in trailer for d in _DIGITS):
         return False
@@ -478,7 +495,17 @@ def _last_number(text: str) -> tuple[int, str | None]:
     return stop_at, _statement(text[begin:stop_at], words_before=True)
 
 
+# The shape most rollouts end in: one `####`, then a plain number, then nothing but a period or blank space.
+_PLAIN_END = re.compile(r"[ \t]*(-?)\$?((?:[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?)[ \t]*\.?\s*")
+
+
 def _commitment(text: str, mode: str) -> str | None:
+    pos = text.rfind(MARKER)
+    if 0 <= pos > len(text) - 32:  # the hot path: one `####`, a plain number, no other statement to compare
+        plain = _PLAIN_END.fullmatch(text, pos + len(MARKER))
+        others = "\\boxed{" in text or "nswer" in text or "NSWER" in text
+        if plain and text.find(MARKER) == pos and not others:
+            return _canonical_digits(plain[1] == "-", plain[2].replace(",", ""))
     markers = _markers(text) if MARKER in text else []
     if mode == "strict" and not any(value is not None for _, value in markers):
         return None  # strict reads only responses with a `####` answer line
