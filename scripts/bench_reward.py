@@ -6,7 +6,9 @@ latency of ours on adversarial inputs. Run: `make bench` or `python scripts/benc
 
 The responses are built from tests/fixtures/gsm8k_sample.jsonl in the shapes a policy produces
 during GSM8K RL: the reference format, `$`/separators/units/decimals after `####`, long text after
-the marker, a corrected answer, no marker at all, and wrong answers.
+the marker, the answer twice, no marker at all, wrong answers, and the hedges a policy learns when a
+reward pays for them (two answers, `a or b`, a list, a box against the marker, a bound, a retraction).
+The adversarial inputs include those hedges at megabyte scale.
 """
 
 from __future__ import annotations
@@ -40,12 +42,19 @@ def realistic_responses(seed: int = 0) -> list[tuple[str, str, bool]]:
             (f"{reasoning}####{truth}", True),  # no space
             (f"{reasoning}#### {truth} units", True),  # trailing unit
             (f"{reasoning}#### {truth}\n" + TAIL * rng.randint(4, 12), True),  # keeps writing after the marker
-            (f"{reasoning}#### {wrong}\nWait, let me recompute.\n{reasoning}#### {truth}", True),  # correction
+            (f"{reasoning}#### {truth}\n#### {truth}", True),  # the answer twice
+            (f"{reasoning}#### {truth}\nI checked: {reasoning}", True),  # numbers after the answer, no retraction
             (f"{reasoning}#### **{truth}**", True),  # markdown emphasis
             (f"{reasoning}#### The final answer is {truth}", True),  # lead-in phrase
             (f"{reasoning}#### {wrong}", False),  # wrong answer
             (f"{reasoning}The answer is {truth}.", False),  # right number, no marker: strict says 0
             (f"{reasoning}#### {truth}\nActually, it is\n#### {wrong}", False),  # final answer is wrong
+            (f"{reasoning}#### {wrong}\nWait, let me recompute.\n{reasoning}#### {truth}", False),  # two answers
+            (f"{reasoning}#### {truth} or {wrong}", False),  # a hedge
+            (f"{reasoning}#### {wrong}, {truth}", False),  # a list
+            (f"{reasoning}\\boxed{{{wrong}}}\n#### {truth}", False),  # box and marker disagree
+            (f"{reasoning}#### >= {truth}", False),  # a bound
+            (f"{reasoning}#### {truth}\nWait, it is {wrong}.", False),  # retracted
         ]
         out += [(text, truth, label) for text, label in shapes]
     rng.shuffle(out)
@@ -63,6 +72,14 @@ def adversarial() -> dict[str, str]:
         "10^5 'answer is'": "answer is " * 100_000,
         "1 MB of '1,'": "1," * 500_000,
         "10^5 '#### **' decorations": "#### " + "**" * 100_000,
+        "10^5 markers, one per candidate": "".join(f"#### {n}\n" for n in range(100_000)),
+        "10^5 boxes against ####": "\\boxed{18} " * 100_000 + "#### 19",
+        "10^5 'The answer is 18.' + ####": "The answer is 18. " * 100_000 + "#### 18",
+        "1 MB of 'or 19' after ####": "#### 18 " + "or 19 " * 170_000,
+        "1 MB of '1 000' groups": "#### " + "1 000 " * 170_000,
+        "1 MB of calculation": "#### " + "1 + " * 250_000 + "1 = 250001",
+        "1 MB of numbers after ####": "#### 18\n" + "19 20 " * 170_000,
+        "1 MB of unicode digits": "#### " + "\u0661\uff18 " * 330_000,
     }
 
 
