@@ -213,7 +213,7 @@ def test_the_gold_inside_a_range_scores_zero(gold, low, high):
 
 
 @settings(max_examples=60, deadline=None)
-@given(gold=st.integers(0, 10**9), pad=st.integers(30, 3000), where=st.sampled_from(["lead", "tail", "decimals"]))
+@given(gold=st.integers(0, 10**9), pad=st.integers(25, 3000), where=st.sampled_from(["lead", "tail", "decimals"]))
 def test_a_huge_number_of_digits_scores_zero(gold, pad, where):
     g = str(gold)
     number = {"lead": "0" * pad + g, "tail": g + "0" * pad, "decimals": g + "." + "0" * pad + "1"}[where]
