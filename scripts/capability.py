@@ -1,7 +1,7 @@
 """Capability check of one model: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
 
-    python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM, GPU
-    python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # CPU ok
+    python scripts/capability.py --model models/sft/<run> --output models/eval/sft.capability.json   # vLLM
+    python scripts/capability.py --model <dir> --backend hf --suite <suite.yaml> --output out.json   # transformers
     python scripts/capability.py --prefetch     # download the suite's data into the HF cache (setup profile)
 
 evaluate_all.py runs it once per model, in its own process, so vLLM frees the GPU when it exits.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="JSON file: {task: {metric, value, stderr, n}}")
     parser.add_argument("--prefetch", action="store_true", help="only download the suite's data, then exit")
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="tasks, few-shot settings and limits")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU, else hf")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm if it runs here, else hf")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend: requests per forward pass")
     args = parser.parse_args(argv)
     if not args.prefetch and not (args.model and args.output):

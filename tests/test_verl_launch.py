@@ -197,8 +197,12 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
     assert first.env["MLFLOW_RUN_ID"] == run_id and first.env["MLFLOW_TRACKING_URI"] == mlflow_uri
     assert f"+ray_kwargs.ray_init.runtime_env.env_vars.MLFLOW_RUN_ID='{run_id}'" in first.cmd
     assert first.cmd[1:3] == ["-m", "verl.trainer.main_ppo"]
-    # verl imports the outage-proof MLflow logger in every process (scripts/lib/resilient_mlflow.py)
-    assert first.env["VERL_USE_EXTERNAL_MODULES"].split(",") == ["scripts.lib.resilient_mlflow"]
+    # verl imports the outage-proof MLflow logger in every process (scripts/lib/resilient_mlflow.py), and the
+    # Ray start-up retry (scripts/lib/ray_start.py)
+    assert first.env["VERL_USE_EXTERNAL_MODULES"].split(",") == [
+        "scripts.lib.resilient_mlflow",
+        "scripts.lib.ray_start",
+    ]
     launched = yaml.safe_load((ckpt / "launch_config.yaml").read_text())
     assert launched["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"] == {
         "MLFLOW_TRACKING_URI": mlflow_uri,

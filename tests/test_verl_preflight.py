@@ -48,7 +48,7 @@ def test_cpu_run_budget_and_overrides_come_from_cpu_yaml(tmp_path, tiny_model_di
     overrides, cfg, problems = rl_launch.build(s, [])
     assert not problems, problems
     assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 1
-    assert cfg.actor_rollout_ref.rollout.name == "transformers"
+    assert cfg.actor_rollout_ref.rollout.name == "vllm"  # verl's vLLM server, as on GPUs
     assert cfg.critic.model.override_config.attn_implementation == "sdpa"
     assert (cfg.ray_kwargs.ray_init.num_cpus, rl_preflight.ray_cpu_budget(cfg)) == (16, 3 + 2 + 1)
     assert "++trainer.device='cpu'" in overrides  # visible in the exec line, as in verl_configs/cpu.yaml
@@ -168,7 +168,8 @@ def test_verl_is_execd_from_a_folder_without_python(tmp_path, tiny_model_dir, gs
         rl_launch.launch(s, ["trainer.logger=[console]"], skip_preflight=True)
     assert seen["cwd"] == tmp_path / "ck" and not list(seen["cwd"].glob("*.py"))
     assert seen["env"]["VERL_PLATFORM"] == "cpu"
-    assert seen["env"]["VERL_USE_EXTERNAL_MODULES"] == "scripts.lib.resilient_mlflow,scripts.rl_cpu"
+    modules = "scripts.lib.resilient_mlflow,scripts.lib.ray_start,scripts.rl_cpu"
+    assert seen["env"]["VERL_USE_EXTERNAL_MODULES"] == modules
     assert Path(seen["env"]["RAY_TMPDIR"]).parent == Path("/tmp")  # a Ray of its own, short socket paths
     Path(seen["env"]["RAY_TMPDIR"]).rmdir()
 

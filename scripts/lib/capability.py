@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from scripts.lib import vllm_cpu
 from scripts.lib.paths import REPO_ROOT, under_repo
 
 logger = logging.getLogger(__name__)
@@ -71,19 +72,24 @@ def prefetch_suite(suite: dict[str, dict[str, Any]]) -> list[str]:
 def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf", batch_size: int = 8) -> dict:
     """Score `model` on every task of `suite`; {task: {metric, value, stderr, n, num_fewshot}}.
 
-    The model is loaded once (vLLM on a GPU, transformers otherwise) and reused for every task.
+    The model is loaded once (vLLM wherever it runs: a GPU, or a CPU with `vllm-cpu`; else transformers) and
+    reused for every task.
     """
     import lm_eval
+    import torch
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
 
-    if backend == "vllm":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if backend == "vllm" and device == "cuda":
         model_args = f"pretrained={model},dtype=bfloat16,gpu_memory_utilization=0.85,max_model_len=4096"
-        device = "cuda"
+    elif backend == "vllm":  # vllm-cpu: as scripts/lib/evaluation.py starts it on CPU
+        vllm_cpu.alias_version()  # lm_eval/models/vllm_causallms.py reads version("vllm") on import
+        model_args = (
+            f"pretrained={model},dtype=float32,max_model_len=4096,enforce_eager=True,"
+            f"kv_cache_memory_bytes={vllm_cpu.KV_CACHE_BYTES}"
+        )
     elif backend == "hf":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         model_args = f"pretrained={model},dtype={'bfloat16' if device == 'cuda' else 'float32'}"
     else:
         raise ValueError(f"unknown capability backend {backend!r}: use vllm or hf")

@@ -1,13 +1,13 @@
 """Greedy GSM8K evaluation, shared by scripts/evaluate.py and the SFT notebook: load problems, generate, score.
 
 The prompt is `data.prompt.user_message` in the model's own chat template (as in SFT and RL); decoding is greedy
-with at most `max_new_tokens`; `vllm` (GPU) or `hf` (transformers); scoring is `rewards.gsm8k` in both modes.
+with at most `max_new_tokens`; `vllm` (on a GPU, or on CPU with the `vllm-cpu` build) or `hf` (transformers, the
+fallback where vLLM cannot run); scoring is `rewards.gsm8k` in both modes.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
 from rewards.gsm8k import MODES, canonical_number, compute_score
+from scripts.lib import vllm_cpu
 from scripts.lib.prompt_check import stale_prompt
 from scripts.lib.stats import wilson_interval
 
@@ -136,14 +137,20 @@ def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalRes
 
 
 def resolve_backend(backend: str) -> str:
-    """`auto` -> `vllm` when a CUDA GPU and the vllm package are present, else `hf`."""
+    """`auto` -> `vllm` wherever vLLM can run (a GPU, or a CPU with `vllm-cpu`), else `hf`, saying why in one line."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "auto":
+    if backend == "hf":
         return backend
     import torch
 
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+    why_not = vllm_cpu.unavailable(cuda=torch.cuda.is_available())
+    if why_not is None:
+        return "vllm"
+    if backend == "vllm":
+        raise RuntimeError(f"the vllm backend cannot run here: {why_not}; use --backend hf (or auto)")
+    logger.warning("backend hf (transformers): vLLM cannot run here: %s", why_not)
+    return "hf"
 
 
 def generate_hf(
@@ -206,7 +213,9 @@ def generate_vllm(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     gpu_memory_utilization: float = 0.85,
 ) -> list[str]:
-    """Greedy completions with vLLM (`LLM.chat` applies the model's chat template), bf16 on the GPU."""
+    """Greedy completions with vLLM (`LLM.chat` applies the model's chat template): bf16 on a GPU, fp32 on CPU."""
+    import torch
+
     try:
         from vllm import LLM, SamplingParams
     except ImportError as exc:
@@ -214,11 +223,14 @@ def generate_vllm(
             "the vllm backend needs the vllm package (installed in the verl image: run "
             "`docker compose exec verl python /workspace/scripts/evaluate.py ...`), or pass `--backend hf`"
         ) from exc
+    if torch.cuda.is_available():
+        engine = {"dtype": "bfloat16", "gpu_memory_utilization": gpu_memory_utilization}
+    else:  # vllm-cpu: a fixed KV cache instead of a share of all RAM, no compile step (minutes on a laptop)
+        engine = {"dtype": "float32", "kv_cache_memory_bytes": vllm_cpu.KV_CACHE_BYTES, "enforce_eager": True}
     llm = LLM(
         model=str(model_path),
-        dtype="bfloat16",
-        gpu_memory_utilization=gpu_memory_utilization,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults; greedy comes from SamplingParams
+        **engine,
     )
     try:
         outputs = llm.chat(conversations, sampling_params=SamplingParams(temperature=0.0, max_tokens=max_new_tokens))
@@ -226,8 +238,6 @@ def generate_vllm(
     finally:
         del llm
         gc.collect()
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
