@@ -22,8 +22,11 @@ several numbers (`18 or 19`, `18/19`, `17, 18, 19`, `17-19`, `between 17 and 19`
 (`>= 17`, `at least 17`, `about 18`), negates (`not 18`, `18 is wrong`), is an expression without a
 result (`\\frac{36}{2}`), a wrong calculation (`3 * 6 = 19`) or a number too long to be an answer.
 A response commits when all its answer statements commit to the same number and nothing after the
-last one retracts it (`Wait`, `Actually`, `Or 19`, a bare different number). Anything else scores 0,
-in both modes, and whatever a response commits to is read the same way in both modes.
+last one puts forward a different number as the answer (`Wait, it's 19.`, `Actually, 19`, `Or 19.`, a
+bare `19`, `\\boxed{19}`). Words alone take nothing back (`I hope this helps!`, `Wait, let me check:
+3*6 = 18.`, `I am not sure.`): the response still names one number, so a policy gains nothing from
+them; nor do other quantities (`That's 3 more than 15.`, `, which could buy 3 books`). Anything else
+scores 0, in both modes, and whatever a response commits to is read the same way in both modes.
 
 Modes (kwarg `mode`: `REWARD=gsm8k_strict|gsm8k_flexible` for RL, see rewards/__init__.py):
 
@@ -35,7 +38,7 @@ Modes (kwarg `mode`: `REWARD=gsm8k_strict|gsm8k_flexible` for RL, see rewards/__
 Every function here returns the same keys for every input and never raises on a bad response
 (None, bytes, empty, megabytes, 10^6 digits, 10^5 markers, nested braces); each search runs from
 the end of the text over a bounded window (the last 16 statements of each kind, 512 characters after
-the last one), so a 1 MB response costs a few milliseconds.
+the last one and the last 512 of the response), so a 1 MB response costs a few milliseconds.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ MARKER = "####"
 # How far past a marker we look for its number; a longer number than this is rejected, not truncated.
 _WINDOW = 64
 # The longest answer statement read (a `####` line, a box, a phrase's sentence) and the longest
-# stretch after the last statement checked for a retraction.
+# stretch after the last statement (and at the end of the response) checked for a different answer.
 _STATEMENT = 256
 _TRAILER = 512
 # How many statements of each kind are read, from the last one back.
@@ -115,6 +118,8 @@ _TOKEN = re.compile(
     r"|(?P<op>[-+*/=()%])|(?P<word>[^\W\d_]+)|(?P<other>\S)"
 )
 _TIMES = frozenset(("x", "X", "times"))
+# A comma that opens a clause about something else: `18 dollars, which buys 3 books`.
+_CLAUSE = re.compile(r",\s*(?=(?:which|so|because|since|meaning)\b)", re.IGNORECASE)
 
 
 def _ascii_digits(text: str) -> str:
@@ -327,6 +332,12 @@ def _statement(snippet: str, words_before: bool = False) -> str | None:
         lead = _LEAD_IN.match(text)
         if lead:
             text = text[lead.end() :]
+        clause = _CLAUSE.search(text)
+        if clause:  # the clause may name other quantities, not hedge or put forward another answer
+            text, tail = text[: clause.start()], text[clause.end() :]
+            value = _statement(text)
+            hedges = value is not None and any(d in tail for d in _DIGITS) and _HEDGES.search(tail)
+            return HEDGE if hedges or (value not in (None, HEDGE) and _puts_forward(tail, value)) else value
     if _HEDGES.search(text):
         return HEDGE if any(c.isdigit() for c in text) else None
     tokens = _tokens(text)
@@ -356,20 +367,18 @@ def _last_in_sentence(tokens: list[tuple[str, str]]) -> str | None:
 # --- finding the statements in a response ------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s|$)")
-# Words and phrases that take an answer back or hedge it, when they follow the last statement.
-_RETRACTION_WORDS = frozenset(
-    "wait actually oops sorry mistake error wrong incorrect correction instead rather nope maybe perhaps"
-    " possibly probably might could alternatively unsure either recheck recompute recalculate reconsider"
-    " rethink".split()
-)
-_RETRACTION_PHRASES = re.compile(
-    r"\b(?:scratch\s+that|i\s+mean|re-(?:check|compute|calculate|consider|evaluate|think)"
-    r"|not\s+(?:right|correct|sure|certain)|(?:not|or)\s+[-+]?\$?[-+]?\d|no\s*[,.!])"
-    r"|(?:^|[.!?\n]\s*)or\b|n't\s+(?:right|correct|sure)",
+# After the last statement, the text is read clause by clause (not at the comma of `1,000`).
+_CLAUSE_END = re.compile(r"\n|[.!?](?=\s|$)|[,;:](?!\d)")
+# The words that put a number forward as the answer: `Wait, it is 19`, `Or 19`, `Oops, it should be 19`,
+# `But maybe 19`, `Correction: 19`. A clause that starts with anything else (`That's 3 more than 39`,
+# `which could buy 3 books`, `She bought 3 books`) is about another quantity.
+_PUT_FORWARD = re.compile(
+    r"(?:\s+|(?:wait|actually|oops|sorry|hmm+|um+|uh+|oh|well|ok(?:ay)?|no|nope|or|but|so|then|instead|rather"
+    r"|correction|alternatively|maybe|perhaps|possibly|probably|i|mean|think|guess|it['\u2019]s|it|is|was|be"
+    r"|should|would|could|might|may|must|will|also|really|the|a|final|correct|right|real|actual|true|answer)\b)*+",
     re.IGNORECASE,
 )
-_PHRASE_WORDS = frozenset(("scratch", "mean", "re", "not", "or", "no", "t"))
-_WORD = re.compile(r"[a-z]+")
+_NUMBER_START = re.compile(r"[-+]?\s*\$?\s*[-+]?\.?\d")
 
 
 def _line_statement(text: str, start: int) -> tuple[str | None, int]:
@@ -457,26 +466,63 @@ def _tags(text: str) -> list[tuple[int, str | None]]:
 
 
 def _retracted(text: str, start: int, answer: str) -> bool:
-    """Whether the text after the last statement takes the answer back (`Wait`, `Or 19`, a bare `19`)."""
-    trailer = text[start : start + _TRAILER]
-    if not trailer.strip():
-        return False
-    lowered = trailer.lower()
-    words = set(_WORD.findall(lowered))
-    if words & _RETRACTION_WORDS or "hmm" in lowered:
+    """Whether the text after the last statement puts forward a different number as the answer.
+
+    Read are the 512 characters after the statement and the response's last 512. Words alone take
+    nothing back (`Wait, let me check.`, `I am not sure.`): they leave one number committed.
+
+    >>> [_retracted(t, 0, "18") for t in ["Wait, it is 19.", "Or 19", "19", "It might be 19, not 18."]]
+    [True, True, True, True]
+    >>> [_retracted(t, 0, "18") for t in ["Wait, I'm not sure.", "It buys 3 books.", "3 * 6 is 18.", "That's 3 more."]]
+    [False, False, False, False]
+    """
+    if _puts_forward(text[start : start + _TRAILER], answer):
         return True
-    if words & _PHRASE_WORDS and _RETRACTION_PHRASES.search(trailer):
-        return True
+    if len(text) > start + _TRAILER:  # a correction at the very end of a long response
+        tail = text[-_TRAILER:]
+        first = _CLAUSE_END.search(tail)  # the window starts mid-clause: skip that part
+        return first is not None and _puts_forward(tail[first.end() :], answer)
+    return False
+
+
+def _puts_forward(trailer: str, answer: str) -> bool:
+    """Whether a clause of `trailer` is, after words like `Wait, it is`, a number (or a hedge) other than `answer`."""
     if not any(d in trailer for d in _DIGITS):
         return False
     begin = 0
-    for stop in _SENTENCE_END.finditer(trailer + "\n"):
-        sentence = trailer[begin : stop.start()]
-        value = None if "=" in sentence else _statement(sentence)  # `Check: 72 - 2 = 70.` is not an answer
-        if value not in (None, HEDGE, answer):  # a sentence that is just another number
-            return True
+    for stop in _CLAUSE_END.finditer(trailer + "\n"):
+        clause = _normalize(trailer[begin : stop.start()])
         begin = stop.end()
+        if "=" in clause or not any(d in clause for d in _DIGITS):
+            continue  # `Check: 72 - 2 = 70.` is a calculation, not an answer
+        rest = clause[_PUT_FORWARD.match(clause).end() :]
+        if not _NUMBER_START.match(rest):
+            continue  # prose about another quantity
+        value = _statement(rest)
+        if value == HEDGE:
+            if _hedges_another(rest, answer):
+                return True
+        elif value not in (None, answer):
+            return True
     return False
+
+
+def _hedges_another(rest: str, answer: str) -> bool:
+    """`19 or 20`, `19/20`, `19 20`: several numbers, one of them not the answer; not `3 * 6 is 18` or
+    `3 books cost $18` (arithmetic that reaches the answer, prose between the numbers)."""
+    tokens = _tokens(rest)
+    if tokens is None:
+        return True  # a number longer than any answer
+    numbers = [i for i, (kind, _) in enumerate(tokens) if kind == "num"]
+    signed = [_canonical_digits(i > 0 and tokens[i - 1] == ("op", "-"), tokens[i][1]) for i in numbers]
+    if all(number == answer for number in signed):
+        return False
+    if _HEDGES.search(rest):
+        return True
+    run = _evaluate(_run(tokens))
+    if run is not None and _agrees(run, answer):
+        return False
+    return len(numbers) > 1 and all(kind != "word" for kind, _ in tokens[numbers[0] + 1 : numbers[1]])
 
 
 def _last_number(text: str) -> tuple[int, str | None]:

@@ -6,8 +6,9 @@ latency of ours on adversarial inputs. Run: `make bench` or `python scripts/benc
 
 The responses are built from tests/fixtures/gsm8k_sample.jsonl in the shapes a policy produces
 during GSM8K RL: the reference format, `$`/separators/units/decimals after `####`, long text after
-the marker, the answer twice, no marker at all, wrong answers, and the hedges a policy learns when a
-reward pays for them (two answers, `a or b`, a list, a box against the marker, a bound, a retraction).
+the marker, the answer twice, a courteous ending or a re-check after it, no marker at all, wrong answers,
+and the hedges a policy learns when a reward pays for them (two answers, `a or b`, a list, a box against
+the marker, a bound, a correction to another number).
 The adversarial inputs include those hedges at megabyte scale.
 """
 
@@ -46,6 +47,8 @@ def realistic_responses(seed: int = 0) -> list[tuple[str, str, bool]]:
             (f"{reasoning}#### {truth}\nI checked: {reasoning}", True),  # numbers after the answer, no retraction
             (f"{reasoning}#### **{truth}**", True),  # markdown emphasis
             (f"{reasoning}#### The final answer is {truth}", True),  # lead-in phrase
+            (f"{reasoning}#### {truth}\n\nI hope this helps! Let me know if you need more help.", True),  # courtesy
+            (f"{reasoning}#### {truth}\n\nWait, let me double check: {reasoning}Yes.", True),  # a re-check after it
             (f"{reasoning}#### {wrong}", False),  # wrong answer
             (f"{reasoning}The answer is {truth}.", False),  # right number, no marker: strict says 0
             (f"{reasoning}#### {truth}\nActually, it is\n#### {wrong}", False),  # final answer is wrong
@@ -79,6 +82,8 @@ def adversarial() -> dict[str, str]:
         "1 MB of '1 000' groups": "#### " + "1 000 " * 170_000,
         "1 MB of calculation": "#### " + "1 + " * 250_000 + "1 = 250001",
         "1 MB of numbers after ####": "#### 18\n" + "19 20 " * 170_000,
+        "1 MB of hedge words after ####": "#### 18\n" + "Wait, maybe I am not sure. " * 40_000,
+        "1 MB of 'Actually, ' then 19": "#### 18\n" + "Actually, " * 100_000 + "19",
         "1 MB of unicode digits": "#### " + "\u0661\uff18 " * 330_000,
     }
 

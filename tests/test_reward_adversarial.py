@@ -233,12 +233,14 @@ def test_every_digit_string_is_not_a_jackpot():
 # --- the answer, then its negation or a correction -----------------------------------------------------------
 
 RETRACTIONS = [
-    "{g}\nWait, that's wrong.",
     "{g}\nWait, it is {o}.",
+    "{g}\nWait, it's {o}.",
     "{g}\nActually, {o}.",
-    "{g}\nActually, I made a mistake.",
-    "{g}\nNo, that is not right.",
+    "{g}\nActually, I made a mistake: {o}.",
+    "{g}\nWait, that's wrong. It is {o}.",
+    "{g}\nNo, that is not right. It should be {o}.",
     "{g}\nOops, it should be {o}.",
+    "{g}\nSorry, the answer is {o}",
     "{g}\nCorrection: {o}",
     "{g}\nOr {o}.",
     "{g}. Or {o}.",
@@ -246,18 +248,22 @@ RETRACTIONS = [
     "{g}\n**{o}**",
     "{g}\n\\boxed{{{o}}}",
     "{g}\nThe answer is {o}.",
-    "{g}\nHmm, let me recompute.",
-    "{g}\nI am not sure.",
+    "{g}\nHmm, let me recompute. {o}.",
+    "{g}\nI am not sure. Maybe {o}.",
     "{g}\nIt might also be {o}, not {g}.",
+    "{g}\nIt might be {g} or {o}.",
     "{g}, no wait, {o}",
+    "{g}, so {o}",
+    "{g} dollars, which is {g} or {o}",
     "{g} (not {g})",
     "not {g}",
     "{g} is wrong",
     "{g} is incorrect",
     "{g} isn't right",
-    "{g}? No.",
     "{g}\nBut maybe {o}.",
     "{g}\nAlternatively, {o}.",
+    "{g}\nWait, {o} or {g}?",
+    "{g}\nIt might be {g} or -{o}.",
 ]
 
 
@@ -266,6 +272,28 @@ RETRACTIONS = [
 def test_the_answer_then_a_retraction_scores_zero(gold, other, template):
     other = other if other != gold else other + 1
     _assert_zero_in_both_modes(f"{REASONING}#### {template.format(g=gold, o=other)}", gold)
+
+
+# Words after the answer without another number: the response still names one number, so a policy gains
+# nothing from them, and a grader reads the answer. They are paid exactly as the bare answer is.
+WORDS_ONLY = [
+    "Wait, that's wrong.",
+    "Actually, I made a mistake.",
+    "No, that is not right.",
+    "Hmm, let me recompute.",
+    "I am not sure.",
+    "Maybe, maybe not. Perhaps. Possibly. Could be an error.",
+    "Wait, let me double check. Yes.",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(gold=golds, other=others, words=st.sampled_from(WORDS_ONLY), repeat=st.sampled_from([1, 2, 100]))
+def test_words_without_another_number_read_as_the_answer(gold, other, words, repeat):
+    response = f"{REASONING}#### {gold}\n" + " ".join([words] * repeat)
+    for mode in MODES:
+        assert extract_answer(response, mode) == str(gold), (mode, response)
+        assert _score(response, gold + other + 1, mode)["acc"] == 0.0  # no pay for any other gold
 
 
 # --- what a committed answer is paid, and that both modes read it alike --------------------------------------

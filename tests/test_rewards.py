@@ -88,6 +88,20 @@ STRICT_CASES = [
     ("####", "72", 0.0),  # marker with nothing after it
     ("#### seventy-two", "72", 0.0),  # words are not numbers
     ("", "72", 0.0),  # empty response
+    ("#### 18\n\nI hope this helps!", "18", 1.0),  # a closing courtesy
+    ("#### 18\nLet me know if you could use more help.", "18", 1.0),  # `could` without another number
+    ("#### 18\nNote: this could also be computed as 6 * 3.", "18", 1.0),  # another way to the same answer
+    ("#### 18\nNote that this might vary if prices change.", "18", 1.0),  # a caveat without another number
+    ("#### 18\n\nWait, let me double check: 3*6 = 18. Yes.", "18", 1.0),  # a re-check that reaches the answer
+    ("#### 18\nTo verify, 3 * 6 is 18, which matches.", "18", 1.0),  # ... in words
+    ("#### 18\nVerification: 6 + 6 + 6 = 18 \u2713", "18", 1.0),  # a verification line
+    ("#### 18 dollars, which could buy 3 books.", "18", 1.0),  # a clause about another quantity
+    ("#### 18\nThis means each of the 3 friends pays $6.", "18", 1.0),  # "This means ..." with other quantities
+    ("#### 18\nSo, Janet has 18 dollars left after buying 3 books.", "18", 1.0),  # restates the answer
+    ("#### 18\nI am not sure.", "18", 1.0),  # hedge words alone: one number is still committed
+    ("#### 18\nWait, it's 19.", "18", 0.0),  # a correction to another number
+    ("#### 18\nSorry, the answer is 19", "18", 0.0),  # ... as an answer phrase
+    ("#### 18 dollars, which is 18 or 19.", "18", 0.0),  # a hedge in the clause after the answer
 ]
 
 FLEXIBLE_CASES = [
@@ -115,6 +129,18 @@ FLEXIBLE_CASES = [
     ("Total: 12,500 loaves", "12500", 1.0),  # last number with separator
     ("She has 72 clips. That is 3 bags.", "72", 0.0),  # last number is not the answer
     ("No digits here.", "72", 0.0),  # nothing to extract
+    ("So the answer is 18. I hope this helps! Let me know if you could use more help.", "18", 1.0),  # courtesy
+    ("Therefore, the final answer is $\\boxed{18}$. Note that this might vary if prices change.", "18", 1.0),  # caveat
+    ("The answer is 18.\n\nWait, let me double check: 3*6 = 18. Yes.", "18", 1.0),  # a re-check reaching the answer
+    ("The answer is 18 dollars, which could buy 3 books.", "18", 1.0),  # a clause about another quantity
+    ("#### 18\n\nI hope this helps!", "18", 1.0),  # a closing courtesy after the marker
+    ("#### 18\nNote: this could also be computed as 6 * 3.", "18", 1.0),  # another way to the same answer
+    ("Therefore, Janet makes \\(\\boxed{18}\\) dollars every day at the market.", "18", 1.0),  # box mid-sentence
+    ("The final answer is 18. This means each of the 3 friends pays $6.", "18", 1.0),  # "This means ..."
+    ("The answer is 18.\n\nLet me know if you have any other questions or need help!", "18", 1.0),  # "Let me know"
+    ("\\boxed{18}\n\nI am not sure.", "18", 1.0),  # hedge words alone: one number is still committed
+    ("The answer is 18.\nWait, it's 19.", "18", 0.0),  # a correction to another number
+    ("\\boxed{18} Actually, 19.", "18", 0.0),  # ... after a box
 ]
 
 
