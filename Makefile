@@ -6,7 +6,7 @@
 #                `N_GPUS=0 PYTHON=.venv-verl/bin/python bash scripts/run_ppo.sh` and the CPU training tests
 #   make lint    ruff + shellcheck only
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
-#   make bench   print the benchmarks' numbers
+#   make bench   print the benchmarks' numbers (reward, SFT packing, evaluation on vLLM vs HF)
 #   make test-stack   the stack on a real container engine (tests/test_compose_engine.py): uses the Docker engine that
 #                answers, else installs and starts podman (root, apt); builds the CPU variant's base image and
 #                wheelhouse (cached) unless the machine has GPUs; builds, starts and tests the stack; removes it
@@ -79,9 +79,10 @@ lock: | $(BIN)/uv
 	$(BIN)/uv pip compile requirements/test.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		$(TORCH_SOURCE) --no-header -o requirements/test.lock
 
-bench: venv
+bench: venv venv-verl
 	$(BIN)/python scripts/bench_reward.py
 	$(BIN)/python scripts/bench_sft_packing.py
+	$(VERL_VENV)/bin/python -m scripts.bench_eval_backends
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache

@@ -27,6 +27,12 @@ else
     python3 -m venv --system-site-packages "${venv}" # pip from ensurepip (Debian's python3-venv)
 fi
 
+# ensurepip (Python 3.11) puts a setuptools of its own into the venv, and --ignore-installed below would leave its
+# metadata beside the lock's, so which version `import` sees is left to directory order: the lock's pin decides.
+if grep -q '^setuptools==' "${lock}"; then
+    "${venv}/bin/python" -m pip uninstall --yes --quiet setuptools 2>/dev/null || true
+fi
+
 source=()
 if compgen -G '/tmp/wheelhouse/*.whl' >/dev/null; then
     source=(--no-index --find-links /tmp/wheelhouse)

@@ -29,6 +29,7 @@ def verl_python() -> Path:
 
 def run(python: Path, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "VERL_", "MLFLOW_"))}
+    env["PYTHONPATH"] = str(REPO)  # as the verl image sets /workspace (.venv-verl has no editable install)
     return subprocess.run(
         [str(python), str(REPO / "scripts" / script), *args],
         cwd=cwd,
