@@ -75,8 +75,9 @@ def check_gpus(n_gpus: int, cfg) -> str:
     gpus = gpus if visible in ("", "all") else gpus[: len([d for d in visible.split(",") if d.strip()])]
     if len(gpus) < n_gpus:
         seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
-        raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: set N_GPUS={len(gpus) or 1} (GPUs per "
-                          "node), or give the container the GPUs (N_GPUS in .env: the first N_GPUS)")  # fmt: skip
+        fix = f"set N_GPUS={len(gpus)} (GPUs per node)" if gpus else "set N_GPUS=0 to train on CPU (cpu.yaml)"
+        raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: {fix}, or give the container the GPUs "
+                          "(N_GPUS in .env: the first N_GPUS)")  # fmt: skip
     if len(gpus) > n_gpus:
         logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)

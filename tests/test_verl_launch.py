@@ -128,7 +128,7 @@ def test_preflight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(LaunchError, match=r"/dev/shm is .* `shm_size: 16g` or `ipc: host`"):
         rl_preflight.check_shm(min_gib=10**9)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
-    with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*set N_GPUS=1"):
+    with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*: set N_GPUS=0 to train on CPU"):
         rl_preflight.check_gpus(4, cfg=None)
     with pytest.raises(LaunchError, match=r"NNODES=2 needs a running Ray cluster"):
         rl_preflight.check_ray(None, 4, 2, cfg=None)
