@@ -164,6 +164,8 @@ def no_ray_cluster(monkeypatch, tmp_path):
          "reward.custom_reward_function.path", "built-in GSM8K scorer"),
         (["trainer.default_local_dir=checkpoints/x"], "trainer.default_local_dir", "is relative"),
         (["trainer.n_gpus_per_node=2"], "trainer.n_gpus_per_node", "set it with the N_GPUS environment variable"),
+        (["ray_kwargs.ray_init.num_cpus=21"],  # what verl holds on 4 GPUs, none left to place its plain actors
+         "ray_kwargs.ray_init.num_cpus", "8 agent-loop workers + 8 reward workers + 4 rollout servers"),
     ],
 )  # fmt: skip
 def test_worker_rules(args, key, says, capsys, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path):
