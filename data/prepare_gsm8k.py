@@ -302,8 +302,9 @@ def write_outputs(output_dir: Path, tables: dict[str, pa.Table], inputs: dict[st
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     except OSError as e:
         raise DataError(
-            f"cannot write {output_dir}: {e}. Check free space and that this user may write there "
-            "(in the stack the verl container runs as root and jupyter as HOST_UID)"
+            f"cannot write {output_dir}: {e}. Check free space and that this user ({os.getuid()}:{os.getgid()}) may "
+            "write there: in the stack jupyter and verl both run as HOST_UID:HOST_GID from .env, which must own "
+            "data/ (run as root, `bash scripts/init_env.sh` hands data/, models/ and notebooks/ to them)"
         ) from e
 
 

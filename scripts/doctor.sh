@@ -7,6 +7,8 @@
 # Checks: .env (tokens, UID/GID, bind address, cluster compose files), NVIDIA driver (R580+ for CUDA 13), GPU
 # count vs N_GPUS, Docker, Compose, NVIDIA Container Toolkit, /dev/shm and RAM, free disk, ports, MLflow health,
 # and that models/ and data/ stay writable by both containers' user (HOST_UID:HOST_GID, never root).
+# On the CPU stack (docker-compose.cpu.yml in COMPOSE_FILE, or N_GPUS=0) the driver, GPU and toolkit checks pass
+# as not needed. Compose is the plugin (`docker compose`) or the standalone `docker-compose`, whichever is here.
 # Exits 1 when any check FAILs, 0 otherwise. Reads .env without executing it and never prints secrets.
 set -euo pipefail
 
@@ -69,6 +71,9 @@ HOST_GID=$(get HOST_GID 1000)
 BIND_ADDRESS=$(get BIND_ADDRESS 127.0.0.1)
 probe_address=${BIND_ADDRESS}
 [[ "${probe_address}" == 0.0.0.0 ]] && probe_address=127.0.0.1
+# The CPU stack (README "The stack without GPUs") needs no driver, GPU or container toolkit.
+cpu_stack=false
+[[ "$(get COMPOSE_FILE)" == *docker-compose.cpu.yml* || "${N_GPUS}" == 0 ]] && cpu_stack=true
 
 # --- .env -----------------------------------------------------------------------------------------------
 if [[ ! -f "${ENV_FILE}" ]]; then
@@ -119,7 +124,13 @@ case "${BIND_ADDRESS}" in
 esac
 
 # --- NVIDIA driver and GPUs -----------------------------------------------------------------------------
-if ! have nvidia-smi; then
+if ${cpu_stack}; then
+    if [[ "$(get COMPOSE_FILE)" != *docker-compose.cpu.yml* ]]; then
+        report WARN "GPUs: N_GPUS=0 but COMPOSE_FILE does not add docker-compose.cpu.yml: the GPU images and GPU reservations are used; set COMPOSE_FILE=docker-compose.yml:docker-compose.cpu.yml in .env"
+    else
+        report PASS "driver, GPUs: not needed (CPU stack: docker-compose.cpu.yml, N_GPUS=${N_GPUS})"
+    fi
+elif ! have nvidia-smi; then
     report FAIL "driver: nvidia-smi not found: install the NVIDIA driver (R${MIN_DRIVER}+ for CUDA 13)"
     report FAIL "GPUs: cannot count them without nvidia-smi (N_GPUS=${N_GPUS})"
 else
@@ -155,20 +166,29 @@ else
     docker_ok=true
     report PASS "docker: engine $(docker info --format '{{.ServerVersion}}' 2>/dev/null || echo '?') reachable"
 fi
-if have docker; then
-    compose=$(docker compose version --short 2>/dev/null || true)
+# The Compose plugin, else the standalone binary (e.g. PyPI's docker-compose next to podman's Docker API).
+compose_cmd=()
+if have docker && docker compose version >/dev/null 2>&1; then
+    compose_cmd=(docker compose)
+elif have docker-compose; then
+    compose_cmd=(docker-compose)
+fi
+if ((${#compose_cmd[@]} == 0)); then
+    report FAIL "compose: neither \`docker compose\` nor \`docker-compose\` available: install the Docker Compose plugin v${MIN_COMPOSE}+"
+else
+    compose=$("${compose_cmd[@]}" version --short 2>/dev/null || true)
     compose=${compose#v}
     if [[ -z "${compose}" ]]; then
-        report FAIL "compose: \`docker compose\` not available: install the Docker Compose plugin v${MIN_COMPOSE}+"
+        report FAIL "compose: \`${compose_cmd[*]} version\` fails: reinstall Docker Compose v${MIN_COMPOSE}+"
     elif version_ge "${compose}" "${MIN_COMPOSE}"; then
-        report PASS "compose: ${compose}"
+        report PASS "compose: ${compose} (${compose_cmd[*]})"
     else
         report FAIL "compose: ${compose} is older than ${MIN_COMPOSE} (needed for optional depends_on and !reset)"
     fi
-else
-    report FAIL "compose: needs docker"
 fi
-if ! have nvidia-ctk && ! have nvidia-container-runtime && ! have nvidia-container-cli; then
+if ${cpu_stack}; then
+    report PASS "container toolkit: not needed (CPU stack)"
+elif ! have nvidia-ctk && ! have nvidia-container-runtime && ! have nvidia-container-cli; then
     report FAIL "container toolkit: NVIDIA Container Toolkit not installed (containers would see no GPU)"
 elif ${docker_ok}; then
     runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)
@@ -216,9 +236,12 @@ for dir in "${disk_dir}" .; do
 done
 
 # --- ports and MLflow -----------------------------------------------------------------------------------
+# The stack's own running services (their containers publish its ports), read with the settings doctor reads.
 running=""
-if ${docker_ok}; then
-    running=$(docker compose ps --services --status running 2>/dev/null || true)
+if ${docker_ok} && ((${#compose_cmd[@]} > 0)); then
+    env_file_arg=()
+    [[ -f "${ENV_FILE}" ]] && env_file_arg=(--env-file "${ENV_FILE}")
+    running=$("${compose_cmd[@]}" "${env_file_arg[@]}" ps --services --status running 2>/dev/null || true)
 fi
 listening() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
 for entry in "jupyter JUPYTER_PORT 8888" "mlflow MLFLOW_PORT 5000" "verl RAY_DASHBOARD_PORT 8265"; do

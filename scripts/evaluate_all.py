@@ -5,6 +5,8 @@
     FORCE=1 python scripts/evaluate_all.py --max-new-tokens 1024    # other arguments go to every evaluate.py call
 
 Environment knobs: the README's evaluation section. Models, results and the report live under MODELS_DIR.
+Offline (HF_HUB_OFFLINE=1, or the hub does not answer) every step reads the Hugging Face cache only; a model
+or capability check that cannot run is reported, naming the setting to change, and the others still are.
 """
 
 from __future__ import annotations
@@ -14,16 +16,35 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from scripts.lib.capability import DEFAULT_SUITE, load_suite
-from scripts.lib.checkpoints import newest_experiment, read_sft_manifest, rl_hf_model
+from scripts.lib.checkpoints import check_model, newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, REPO_ROOT, same_path, sft_manifest
 
 
 class Skip(Exception):
     """No model to evaluate for a label; the message says why."""
+
+
+# The setting that names each label's model when it is a hub id (sft is always a folder).
+MODEL_SETTING = {"base": "BASE_MODEL", "ppo": "PPO_MODEL", "grpo": "GRPO_MODEL"}
+OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_unreachable(env: dict[str, str], timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub (HF_ENDPOINT) does not answer, or None when it does (any HTTP status)."""
+    endpoint = env.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed endpoint
+        return f"{endpoint}: {getattr(exc, 'reason', exc)}"
+    return None
 
 
 def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
@@ -112,7 +133,12 @@ def check_capability(label: str, model: str, suite_file: str, suite: dict, eval_
     print(f"== {label}: capability check of {model} ({', '.join(suite)})")
     code = run("scripts/capability.py", "--model", model, "--suite", suite_file, "--output", str(out))
     if code != 0:
-        print(f"error: the capability check of {label} ({model}) failed with exit code {code}", file=sys.stderr)
+        print(
+            f"error: the capability check of {label} ({model}) failed with exit code {code} (see above); offline, "
+            f"its benchmarks must be in the Hugging Face cache (docker compose --profile setup run --rm setup). "
+            "CAPABILITY=0 skips the check, CAPABILITY_SUITE picks another suite",
+            file=sys.stderr,
+        )
     return code == 0
 
 
@@ -122,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     env = dict(os.environ)
+    if env.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        if why := hub_unreachable(env):  # children read the cache at once instead of retrying the hub for minutes
+            print(f"the Hugging Face hub does not answer ({why}): working offline, from the cache (HF_HUB_OFFLINE=1)")
+            env.update(dict.fromkeys(OFFLINE, "1"))
+            os.environ.update(dict.fromkeys(OFFLINE, "1"))  # first thing: huggingface_hub reads it on import
     tracking = bool(env.get("MLFLOW_TRACKING_URI"))
     if tracking:  # fail now, not after hours of evaluation (ALLOW_NO_TRACKING=1: local)
         try:
@@ -152,10 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     eval_dir.mkdir(parents=True, exist_ok=True)
     reported: dict[str, str | None] = {}  # label -> model (None: an earlier result, no model to check now)
     skipped: list[str] = []
+    failed: list[str] = []
     for label in (env.get("MODELS") or "base sft ppo grpo").split():
         out = eval_dir / f"{label}.json"
         try:
             model = resolve_model(label, env, models_dir)
+            try:
+                check_model(model)  # a hub id while offline must be in the cache
+            except FileNotFoundError as exc:
+                raise Skip(f"{MODEL_SETTING.get(label, label)}: {exc}; or leave {label} out with MODELS") from None
         except Skip as why:
             if out.is_file():
                 print(f"== {label}: {why}; reporting the existing {out}")
@@ -177,16 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         code = run("scripts/evaluate.py", *args, *(["--limit", limit] if limit else []), *extra)
         if code != 0:
             print(f"error: evaluating {label} ({model}) failed with exit code {code} (see above)", file=sys.stderr)
-            return code
+            failed.append(label)
+            continue
         print(f"== {label}: done in {time.monotonic() - started:.0f} s -> {out}")
         reported[label] = model
 
     if suite is not None:
-        for label, model in reported.items():
-            if model is not None and not check_capability(label, model, suite_file, suite, eval_dir, force):
-                return 1
+        checked = [(label, model) for label, model in reported.items() if model is not None]
+        for i, (label, model) in enumerate(checked):
+            if not check_capability(label, model, suite_file, suite, eval_dir, force):
+                failed.append(f"capability check ({label})")
+                if rest := " ".join(label for label, _ in checked[i + 1 :]):  # the same suite would fail again
+                    print(f"== capability check not run for {rest}: it failed for {label} (above)")
+                break
     if not reported:
-        print(f"error: no model to report on (skipped: {' '.join(skipped)}); see the reasons above", file=sys.stderr)
+        print(f"error: no model to report on (skipped: {' '.join(skipped + failed)}); see above", file=sys.stderr)
         return 1
     results = [str(eval_dir / f"{label}.json") for label in reported]
     args = [*results, "--labels", ",".join(reported), "--output-dir", str(eval_dir / "report")]
@@ -198,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     code = run("scripts/report.py", *args)
     if skipped:
         print(f"not in the report (see the reasons above): {' '.join(skipped)}")
-    return code
+    if failed:
+        print(f"error: failed (see above): {', '.join(failed)}", file=sys.stderr)
+    return code or int(bool(failed))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@
 # The file is created with mode 0600 and renamed into place only when complete. An existing .env is
 # never overwritten: the script lists the keys it lacks or has beyond .env.example and says how to
 # regenerate it.
+# The folders the containers write (models/, data/, notebooks/) must be theirs: run as root (a checkout cloned
+# by root), the script hands them to HOST_UID:HOST_GID, also when .env exists; otherwise it stops with the
+# command that does it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,6 +39,22 @@ keys_of() { sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$1" | sort -u; }
 
 [[ -f "${EXAMPLE}" ]] || die "${EXAMPLE} not found in $(pwd)"
 
+# share_folders UID GID: jupyter and verl run as UID:GID and write models/, data/ and notebooks/ (data prep, the
+# notebook, checkpoints): whatever in them belongs to another user (root, on a checkout cloned as root) is
+# handed over as root, or the script stops with the command.
+SHARED=(models data notebooks)
+share_folders() {
+    local foreign
+    foreign=$(find "${SHARED[@]}" ! -user "$1" \( ! -group "$2" -o ! -perm -g+w \) -print -quit 2>/dev/null || true)
+    [[ -n "${foreign}" ]] || return 0
+    if [[ "$(id -u)" != 0 ]]; then
+        die "${foreign} belongs to $(stat -c %U "${foreign}"), but the containers run as $1:$2 (HOST_UID:HOST_GID) and" \
+            "must write there: sudo chown -R $1:$2 ${SHARED[*]}"
+    fi
+    chown -R "$1:$2" "${SHARED[@]}"
+    echo "init_env.sh: ${SHARED[*]/%//} now belong to $1:$2 (HOST_UID:HOST_GID), the user jupyter and verl run as."
+}
+
 if [[ -e "${ENV_FILE}" ]]; then
     echo "init_env.sh: ${ENV_FILE} exists; left as it is."
     missing=$(comm -23 <(keys_of "${EXAMPLE}") <(keys_of "${ENV_FILE}") | xargs)
@@ -43,6 +62,9 @@ if [[ -e "${ENV_FILE}" ]]; then
     [[ -z "${missing}" ]] || echo "  keys in ${EXAMPLE} but not in ${ENV_FILE} (their defaults apply): ${missing}"
     [[ -z "${extra}" ]] || echo "  keys in ${ENV_FILE} but not in ${EXAMPLE}: ${extra}"
     echo "  To regenerate: mv ${ENV_FILE} ${ENV_FILE}.old && bash scripts/init_env.sh"
+    host_uid=$(sed -n 's/^HOST_UID=//p' "${ENV_FILE}" | tail -n1)
+    host_gid=$(sed -n 's/^HOST_GID=//p' "${ENV_FILE}" | tail -n1)
+    [[ "${host_uid:-0}" == 0 ]] || share_folders "${host_uid}" "${host_gid:-${host_uid}}"
     exit 0
 fi
 
@@ -57,9 +79,11 @@ elif [[ "${uid}" == 0 ]]; then
     if [[ "${uid}" == 0 ]]; then
         uid=1000 gid=1000
         echo "init_env.sh: you are root and root owns this checkout: the containers will write as 1000:1000" \
-            "(JupyterLab does not run as root); set HOST_UID/HOST_GID in ${ENV_FILE} to another user if you like."
+            "(JupyterLab does not run as root); set HOST_UID/HOST_GID in ${ENV_FILE} to another user if you like" \
+            "(then: sudo chown -R <uid>:<gid> models data notebooks)."
     fi
 fi
+share_folders "${uid}" "${gid}"
 
 n_gpus=0
 if command -v nvidia-smi >/dev/null 2>&1; then

@@ -6,6 +6,7 @@ on the driver, then loads and calls the reward as verl's reward workers will.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import os
@@ -47,7 +48,8 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     except Exception as exc:  # Hydra raises several types; an unknown key's OmegaConf error names it
         if (key := getattr(exc.__cause__, "full_key", None)) is None:
             raise ConfigError("hydra", " ".join(str(exc).split())) from exc
-        raise ConfigError(key, "not a key of verl's ppo_trainer config") from exc
+        hint = nearest_key(compose_config(config_name, []), key)  # the YAML alone composes
+        raise ConfigError(key, f"not a key of verl's ppo_trainer config{hint}") from exc
 
 
 def need_critic(cfg: DictConfig) -> bool:
@@ -68,6 +70,12 @@ def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, node)]
 
 
+def nearest_key(cfg: DictConfig, key: str) -> str:
+    """'; did you mean X?' for the real key of `cfg` closest to a typo'd `key` ('' if none is close)."""
+    keys = [k for k, _ in leaves(OmegaConf.to_container(cfg)) if k != key]
+    return "".join(f"; did you mean {k}?" for k in difflib.get_close_matches(key, keys, n=1, cutoff=0.8))
+
+
 def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
     """What verl 0.9.1 checks only on its Ray workers, minutes in, or never (silently ignored keys)."""
     problems: list[ConfigError] = []
@@ -81,7 +89,7 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
     for override in user:  # Hydra adds `+key=value` anywhere; verl reads it only below a free-form mapping
         key = override[1:].split("=", 1)[0]
         if override.startswith("+") and not override.startswith("++") and not FREEFORM & set(key.split(".")[:-1]):
-            add(key, f"verl would never read '+{key}' (use '++' to force it)")
+            add(key, f"verl would never read '+{key}' (use '++' to force it){nearest_key(cfg, key)}")
     for top in (k for k in LEGACY_REWARD_KEYS if k in cfg):
         for key, _ in (leaf for leaf in leaves(OmegaConf.to_container(cfg[top]), top) if leaf[1] is not None):
             add(key, f"verl 0.9.1's main_ppo ignores the top-level '{top}' (only the fully-async trainer migrates "

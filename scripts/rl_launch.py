@@ -171,6 +171,11 @@ def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[rc.
     if s.run_id:
         add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", s.run_id)
     problems = rc.check_config(cfg, user)
+    # The Ray main_ppo starts: too small is refused here, so that a dry run refuses it as the launch does.
+    local = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus")
+    if s.ray_address is None and local is not None and int(local) < (need := pre.ray_cpu_budget(cfg)):
+        why = f"{local}, but {pre.ray_cpu_needs(cfg)}: raise it to >= {need} (logical CPUs: Ray does not pin cores)"
+        problems.append(rc.ConfigError("ray_kwargs.ray_init.num_cpus", why))
     problems += [rc.ConfigError(key, f"set it with the {env} environment variable, not a Hydra override")
                  for key, (value, env) in s.owned().items() if OmegaConf.select(cfg, key) != value]  # fmt: skip
     return overrides, cfg, problems

@@ -75,8 +75,9 @@ def check_gpus(n_gpus: int, cfg) -> str:
     gpus = gpus if visible in ("", "all") else gpus[: len([d for d in visible.split(",") if d.strip()])]
     if len(gpus) < n_gpus:
         seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
-        raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: set N_GPUS={len(gpus) or 1} (GPUs per "
-                          "node), or give the container the GPUs (N_GPUS in .env: the first N_GPUS)")  # fmt: skip
+        fix = f"set N_GPUS={len(gpus)} (GPUs per node)" if gpus else "set N_GPUS=0 to train on CPU (cpu.yaml)"
+        raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: {fix}, or give the container the GPUs "
+                          "(N_GPUS in .env: the first N_GPUS)")  # fmt: skip
     if len(gpus) > n_gpus:
         logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
@@ -130,14 +131,47 @@ def check_shm(min_gib: float = 16) -> str:
     return f"{gib:.0f} GiB"
 
 
-def ray_cpu_budget(cfg) -> int:
-    """CPUs verl 0.9.1 holds for the whole run: 3 per GPU bundle + TransferQueue's storage units + 1 (TaskRunner);
-    the v1 trainer starts the storage units first, then waits for the GPU bundles forever (0% GPU) with fewer."""
+def ray_cpu_parts(cfg) -> dict[str, int]:
+    """The CPUs a verl 0.9.1 run takes from Ray, by what takes them (read from verl's and TransferQueue's code).
+
+    Held for the whole run: 3 per GPU bundle (ResourcePoolManager.max_colocate_count), TransferQueue's storage
+    units and controller (num_cpus=1 each; the v1 trainer starts them first). Then plain actors, declared without
+    num_cpus: the TaskRunner, the agent-loop and reward workers, one server per rollout replica (vLLM, SGLang) and
+    the rollout load balancer. Ray places such an actor only where a CPU is free (ray/actor.py: 0 CPUs for its
+    lifetime, +1 to place it), and a CPU run with fewer than one each hung at start-up: count one each. With too
+    few CPUs verl waits forever, at 0% GPU and without an error.
+    """
     from omegaconf import OmegaConf
 
-    units = OmegaConf.select(cfg, "transfer_queue.backend.SimpleStorage.num_data_storage_units", default=0)
-    units = int(units or 0) if OmegaConf.select(cfg, "trainer.use_v1", default=True) else 0
-    return CPUS_PER_GPU * int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes) + units + 1
+    def get(key: str, default=0) -> int:
+        return int(OmegaConf.select(cfg, key, default=default) or 0)
+
+    gpus, ar = get("trainer.n_gpus_per_node") * get("trainer.nnodes"), "actor_rollout_ref.rollout"
+    v1 = OmegaConf.select(cfg, "trainer.use_v1", default=True)
+    replica = max(get(f"{ar}.tensor_model_parallel_size", 1), 1) * max(get(f"{ar}.data_parallel_size", 1), 1)
+    replica *= max(get(f"{ar}.pipeline_model_parallel_size", 1), 1)
+    servers = gpus // replica if OmegaConf.select(cfg, f"{ar}.name") in ("vllm", "sglang", "trtllm") else 0
+    return {
+        f"for {gpus} GPU bundle(s) ({CPUS_PER_GPU} each)": CPUS_PER_GPU * gpus,
+        "TransferQueue storage units": get("transfer_queue.backend.SimpleStorage.num_data_storage_units") if v1 else 0,
+        "TransferQueue controller": 1 if v1 else 0,
+        "TaskRunner": 1,
+        "agent-loop workers": get(f"{ar}.agent.num_workers"),
+        "reward workers": get("reward.num_workers"),
+        "rollout servers": servers,
+        "rollout load balancer": 1 if servers else 0,
+    }
+
+
+def ray_cpu_budget(cfg) -> int:
+    """The CPUs Ray must offer this run (`ray_cpu_parts`); fewer and verl waits forever at 0% GPU."""
+    return sum(ray_cpu_parts(cfg).values())
+
+
+def ray_cpu_needs(cfg) -> str:
+    """`ray_cpu_parts` as one sentence for an error message."""
+    parts = " + ".join(f"{n} {what}" for what, n in ray_cpu_parts(cfg).items() if n)
+    return f"verl needs {parts} = {ray_cpu_budget(cfg)} CPUs from Ray, and with fewer waits forever (0% GPU, no error)"
 
 
 def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
@@ -146,10 +180,7 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
         raise LaunchError(f"NNODES={nnodes} needs a running Ray cluster with the worker nodes joined to this head "
                           "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
                           "(RAY_ADDRESS unset, no `ray start` on this node)")  # fmt: skip
-    need = ray_cpu_budget(cfg)
-    budget = (f"verl holds {CPUS_PER_GPU} x {n_gpus * nnodes} GPU bundle(s) + "
-              f"{cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units} TransferQueue storage units + 1 = "
-              f"{need} CPUs for the whole run and waits forever (0% GPU, no error) with fewer")  # fmt: skip
+    need, budget = ray_cpu_budget(cfg), ray_cpu_needs(cfg)
     if address is None:
         if (local := cfg.ray_kwargs.ray_init.num_cpus) is not None and int(local) < need:
             raise LaunchError(f"ray_kwargs.ray_init.num_cpus={local} but {budget}: raise it to >= {need} or drop "

@@ -365,3 +365,14 @@ def test_a_failed_write_leaves_the_previous_outputs_untouched(gsm8k_data_dir, gs
     with pytest.raises(prep.DataError):
         prep.prepare(str(gsm8k_source_dir), tmp_path / "fresh", val_size=3, seed=0)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_folder_it_cannot_write_names_the_user_the_stack_runs_as(gsm8k_source_dir, tmp_path):
+    import data.prepare_gsm8k as prep
+
+    (tmp_path / "data").write_text("")  # data/ is not a folder we may write into
+    with pytest.raises(prep.DataError) as failed:
+        prep.prepare(str(gsm8k_source_dir), tmp_path / "data" / "gsm8k", val_size=3, seed=0)
+    message = str(failed.value)
+    assert f"this user ({os.getuid()}:{os.getgid()})" in message and "run as HOST_UID:HOST_GID" in message
+    assert "scripts/init_env.sh" in message and "runs as root" not in message  # no container runs as root

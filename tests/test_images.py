@@ -361,3 +361,80 @@ def test_doctor_fails_a_root_host_uid_with_the_fix(tmp_path):
     assert proc.returncode == 1 and proc.stderr == ""
     line = next(line for line in proc.stdout.splitlines() if "HOST_UID=0" in line)
     assert line.startswith("FAIL .env:") and "refuse to run as root" in line and "useradd" in line
+
+
+@pytest.fixture
+def stack_ports():
+    """Two real listeners on 127.0.0.1, as the stack's published ports: Jupyter (any socket), MLflow (/health)."""
+    import http.server
+    import socket
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    jupyter = socket.socket()
+    jupyter.bind(("127.0.0.1", 0))
+    jupyter.listen()
+    mlflow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=mlflow.serve_forever, daemon=True).start()
+    yield {"JUPYTER_PORT": str(jupyter.getsockname()[1]), "MLFLOW_PORT": str(mlflow.server_address[1])}
+    mlflow.shutdown()
+    jupyter.close()
+
+
+def cpu_stack_host(running: str) -> dict[str, str]:
+    """No NVIDIA anything; a Docker CLI without the compose plugin; the standalone docker-compose (PyPI's, as on
+    the CI machine) whose `ps` lists RUNNING as the stack's running services."""
+    docker = """case "$*" in
+"info") exit 0 ;;
+*ServerVersion*) echo 5.4.2 ;;
+*DockerRootDir*) echo /nonexistent ;;
+compose*) echo "docker: unknown command: docker compose" >&2; exit 1 ;;
+esac"""
+    compose = f"""case "$*" in
+"version --short") echo 2.29.1 ;;
+*"ps --services --status running") printf '%s\\n' {running} ;;
+esac"""
+    return {"docker": docker, "docker-compose": compose, "curl": 'exec /usr/bin/curl "$@"'}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"COMPOSE_FILE": "docker-compose.yml:docker-compose.cpu.yml", "N_GPUS": "0"},
+        {"COMPOSE_FILE": "docker-compose.yml:docker-compose.cpu.yml"},
+    ],
+    ids=["init_env", "compose-file-only"],
+)
+def test_doctor_on_the_running_cpu_stack_fails_nothing_that_does_not_apply(tmp_path, stack_ports, settings):
+    tokens = {"JUPYTER_TOKEN": "x" * 32, "RAY_AUTH_TOKEN": "y" * 32}
+    proc = run_doctor(tmp_path, cpu_stack_host("jupyter mlflow verl"), **tokens, **settings, **stack_ports)
+    assert proc.stderr == "", proc.stderr
+    for check in ("driver, GPUs:", "container toolkit:", "compose:", "mlflow:"):
+        assert verdict(proc, check) == "PASS", proc.stdout
+    assert "docker-compose" in next(line for line in proc.stdout.splitlines() if line.startswith("PASS compose:"))
+    for port in (stack_ports["JUPYTER_PORT"], stack_ports["MLFLOW_PORT"]):  # the stack's own containers
+        line = next(line for line in proc.stdout.splitlines() if line.startswith(f"PASS port {port} "))
+        assert "served by the running" in line, proc.stdout
+    assert "nvidia" not in proc.stdout.lower()
+
+
+def test_doctor_still_fails_a_port_another_program_holds_on_the_cpu_stack(tmp_path, stack_ports):
+    settings = {"JUPYTER_TOKEN": "x" * 32, "COMPOSE_FILE": "docker-compose.yml:docker-compose.cpu.yml", "N_GPUS": "0"}
+    proc = run_doctor(tmp_path, cpu_stack_host("''"), **settings, **stack_ports)  # the stack is down
+    assert proc.returncode == 1
+    assert verdict(proc, f"port {stack_ports['JUPYTER_PORT']}") == "FAIL", proc.stdout
+
+
+def test_doctor_warns_n_gpus_0_without_the_cpu_compose_file(tmp_path):
+    proc = run_doctor(tmp_path, JUPYTER_TOKEN="x" * 32, N_GPUS="0")
+    line = next(line for line in proc.stdout.splitlines() if line[5:].startswith("GPUs:"))
+    assert line.startswith("WARN") and "COMPOSE_FILE=docker-compose.yml:docker-compose.cpu.yml" in line
+    assert "nvidia-smi not found" not in proc.stdout

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,13 +22,27 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "init_env.sh"
 COMPOSE_BIN = Path(sys.executable).with_name("docker-compose")
 ROLE_KNOBS = {"SUDO_UID", "SUDO_GID", "CLUSTER", "RAY_HEAD_IP", "RAY_AUTH_TOKEN", "BIND_ADDRESS"}
+SHARED = ("models", "data", "notebooks")  # what jupyter and verl write in the checkout
+
+
+def checkout(root: Path) -> Path:
+    """What init_env.sh works on: a copy of the script and .env.example, and the folders the containers write
+    (a copy, so that run as root it never hands this repository's folders to another user)."""
+    if not (root / SCRIPT.relative_to(REPO)).is_file():
+        (root / "scripts").mkdir(parents=True)
+        shutil.copy2(SCRIPT, root / "scripts")
+        shutil.copy2(REPO / ".env.example", root)
+        for folder in SHARED:
+            (root / folder).mkdir()
+    return root
 
 
 def run_raw(env_file: Path, path_dirs: list[Path] = (), **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ROLE_KNOBS}
     base["PATH"] = os.pathsep.join([*map(str, path_dirs), "/usr/bin", "/bin"])
+    script = checkout(env_file.parent / "checkout") / SCRIPT.relative_to(REPO)
     return subprocess.run(
-        ["bash", str(SCRIPT)], env={**base, "ENV_FILE": str(env_file), **env}, capture_output=True, text=True
+        ["bash", str(script)], env={**base, "ENV_FILE": str(env_file), **env}, capture_output=True, text=True
     )
 
 
@@ -179,3 +195,43 @@ def test_bad_roles_and_addresses_are_refused_before_anything_is_written(tmp_path
     proc = run_raw(env_file, **env)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not env_file.exists() and not list(tmp_path.glob(".env*"))
+
+
+def as_user(uid: int, gid: int, *cmd: str) -> subprocess.CompletedProcess:
+    """`cmd` as the containers' user (HOST_UID:HOST_GID), the way jupyter and verl run."""
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder other users may traverse (pytest's tmp_path lies under a 0700 folder of root's)."""
+    path = Path(tempfile.mkdtemp(prefix="init-env-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_checkout_cloned_by_root_is_handed_to_the_containers_user(open_tmp):
+    """Root runs init_env.sh in a checkout root owns (cloud GPU machines): the containers' user can then write
+    data/gsm8k, save the notebook and read a model file root wrote 0600; also when .env already exists."""
+    root = checkout(open_tmp / "checkout")
+    (root / "data" / "gsm8k").mkdir()
+    (root / "notebooks" / "sft_training.ipynb").write_text("{}")
+    model = root / "models" / "sft" / "run" / "model.safetensors"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
+    model.chmod(0o600)
+    out = run(open_tmp / ".env").stdout
+    uid, gid = (int(parse(open_tmp / ".env")[key]) for key in ("HOST_UID", "HOST_GID"))
+    assert uid != 0 and "models/ data/ notebooks/ now belong to" in out
+    assert as_user(uid, gid, "touch", str(root / "data" / "gsm8k" / "train.parquet")).returncode == 0
+    assert as_user(uid, gid, "touch", str(root / "notebooks" / "sft_training.ipynb")).returncode == 0
+    assert as_user(uid, gid, "cat", str(model)).stdout == "weights"
+    # a later root-written file (a checkpoint from a root shell): rerunning the set-up step hands it over too
+    late = root / "models" / "rl" / "late.pt"
+    late.parent.mkdir()
+    late.write_bytes(b"x")
+    late.chmod(0o600)
+    assert "now belong to" in run(open_tmp / ".env").stdout and as_user(uid, gid, "cat", str(late)).stdout == "x"

@@ -543,3 +543,34 @@ def test_report_refuses_results_of_different_sizes_from_real_runs(evaluated, eva
     assert proc.returncode == 2
     assert "different problem counts (4 vs 8)" in proc.stderr
     assert str(small) in proc.stderr and str(evaluated["base"]) in proc.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_all_without_the_hub_skips_what_it_cannot_reach_and_evaluates_the_rest(
+    tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    """No hub (HF_ENDPOINT answers nothing, an empty cache, HF_HUB_OFFLINE unset): the base model (the default hub
+    id) and the capability check (hub benchmarks) are reported naming the setting that changes them; the SFT model
+    is still evaluated and reported, quickly (no hub retries), and the run ends in a summary, not a traceback."""
+    from tests.mlflow_server import free_port
+
+    models = tmp_path / "models"
+    _copy_model(tiny_model_dir, models / "sft" / "run")
+    (models / "sft" / "latest.json").write_text(json.dumps({"path": str(models / "sft" / "run")}))
+    env = {k: v for k, v in _env().items() if not k.endswith("_OFFLINE") and k != "BASE_MODEL"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")  # no hub, no cache
+    env.update(MODELS_DIR=str(models), DATA_DIR=str(gsm8k_data_dir), BACKEND="hf", LIMIT="2", MODELS="base sft")
+    env.update(CAPABILITY="1")  # the default suite: ARC, HellaSwag, MMLU from the hub
+    t0 = time.monotonic()
+    cmd = [sys.executable, str(EVALUATE_ALL), "--max-new-tokens", "4"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    took, out, err = time.monotonic() - t0, proc.stdout, proc.stderr
+    assert "working offline, from the cache (HF_HUB_OFFLINE=1)" in out, out + err
+    skip = next(line for line in out.splitlines() if line.startswith("== base: skipped:"))
+    assert "BASE_MODEL" in skip and "Qwen/Qwen2.5-0.5B-Instruct" in skip and "not in the Hugging Face cache" in skip
+    assert json.loads((models / "eval" / "sft.json").read_text())["n"] == 2  # the others are still evaluated
+    assert "\n| sft | `" in (models / "eval" / "report" / "report.md").read_text()
+    assert "CAPABILITY=0 skips the check" in err
+    assert proc.returncode == 1 and err.splitlines()[-1] == "error: failed (see above): capability check (sft)"
+    assert "Retrying" not in err and "Traceback" not in out + err, err[-3000:]
+    assert took < 300, f"{took:.0f} s"

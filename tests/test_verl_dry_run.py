@@ -164,6 +164,8 @@ def no_ray_cluster(monkeypatch, tmp_path):
          "reward.custom_reward_function.path", "built-in GSM8K scorer"),
         (["trainer.default_local_dir=checkpoints/x"], "trainer.default_local_dir", "is relative"),
         (["trainer.n_gpus_per_node=2"], "trainer.n_gpus_per_node", "set it with the N_GPUS environment variable"),
+        (["ray_kwargs.ray_init.num_cpus=21"],  # what verl holds on 4 GPUs, none left to place its plain actors
+         "ray_kwargs.ray_init.num_cpus", "8 agent-loop workers + 8 reward workers + 4 rollout servers"),
     ],
 )  # fmt: skip
 def test_worker_rules(args, key, says, capsys, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path):
@@ -236,3 +238,23 @@ def test_scripts_are_shellcheck_clean():
     scripts = ["run_ppo.sh", "run_grpo.sh", "export_checkpoint.sh"]
     result = subprocess.run([str(shellcheck), "-x", *scripts], cwd=SCRIPTS, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "nearest"),
+    [
+        ("trainer.totl_epochs=3", "trainer.total_epochs"),  # an existing key, misspelt
+        ("+trainer.totl_epochs=3", "trainer.total_epochs"),  # the same, added with '+'
+        ("+trainr.total_epochs=3", "trainer.total_epochs"),  # a misspelt parent
+        (
+            "actor_rollout_ref.rollout.tensor_model_paralel_size=1",
+            "actor_rollout_ref.rollout.tensor_model_parallel_size",
+        ),
+    ],
+)
+def test_a_typod_key_is_refused_naming_the_nearest_real_key(
+    override, nearest, tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    result = dry_run("ppo", tiny_model_dir, gsm8k_data_dir, tmp_path / "ckpt", override)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"did you mean {nearest}?" in result.stderr, result.stderr

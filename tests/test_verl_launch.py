@@ -128,7 +128,7 @@ def test_preflight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(LaunchError, match=r"/dev/shm is .* `shm_size: 16g` or `ipc: host`"):
         rl_preflight.check_shm(min_gib=10**9)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
-    with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*set N_GPUS=1"):
+    with pytest.raises(LaunchError, match=r"N_GPUS=4 but this node sees none .*: set N_GPUS=0 to train on CPU"):
         rl_preflight.check_gpus(4, cfg=None)
     with pytest.raises(LaunchError, match=r"NNODES=2 needs a running Ray cluster"):
         rl_preflight.check_ray(None, 4, 2, cfg=None)
@@ -160,12 +160,24 @@ class Exec(Exception):
         self.cmd, self.env = cmd, env
 
 
+# What the launcher sets in its own environment for the verl process it execs into (ensure_mlflow_run's client
+# retries, the offline store of ALLOW_NO_TRACKING=1). Run in the test process, they are put back afterwards.
+LAUNCHER_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "_MLFLOW_SERVER_ARTIFACT_ROOT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+
+
 def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrides) -> Exec:
     """rl_launch's real launch path (minus the GPU preflight); LaunchError propagates, exec is caught."""
 
     def fake_exec(path, cmd, env):
         raise Exec(cmd, env)
 
+    for var in LAUNCHER_ENV:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(os, "execvpe", fake_exec)
     monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
     s = rl_launch.Settings.from_env("ppo", env(tiny_model_dir, data_dir, ckpt, EXPERIMENT="ppo-tiny",
@@ -217,7 +229,13 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
     assert yaml.safe_load(cfg_job.stdout) == launched
 
     # The trainer starts: verl's tracker attaches to the run (as it does inside the TaskRunner actor).
+    from mlflow.tracking._tracking_service import utils as mlflow_tracking
     from verl.utils.tracking import Tracking
+
+    # verl's Tracking calls mlflow.set_tracking_uri, a process-wide setting that outranks MLFLOW_TRACKING_URI; in
+    # the TaskRunner that process is verl's own, here it is the test's: put it back afterwards (it would send the
+    # next test's MLflow calls to this module's server, stopped by then).
+    monkeypatch.setattr(mlflow_tracking, "_tracking_uri", mlflow_tracking._tracking_uri)
 
     def train(step: int) -> None:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", first.env["MLFLOW_TRACKING_URI"])
@@ -254,7 +272,6 @@ def test_allow_no_tracking_launches_rl_into_the_local_store(monkeypatch, tmp_pat
     monkeypatch.setattr(mlflow_health, "OFFLINE_STORE", tmp_path / "mlflow-offline")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv("_MLFLOW_SERVER_ARTIFACT_ROOT", raising=False)  # check_mlflow sets it; restored after
     ckpt = tmp_path / "models" / "rl" / "ppo-tiny"
     nobody = f"http://127.0.0.1:{free_port()}"
     launched = launch_until_exec(monkeypatch, tiny_model_dir, gsm8k_data_dir, ckpt, nobody)
@@ -279,7 +296,7 @@ def test_mlflow_uri_reaches_verls_task_runner_actor(monkeypatch, tmp_path, mlflo
 
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)  # a private Ray: never a `ray start` cluster of this machine
-    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+    for var in ("RAY_ADDRESS", "MLFLOW_RUN_ID", *LAUNCHER_ENV):
         monkeypatch.delenv(var, raising=False)
     ckpt = tmp_path / "ckpt"
     knobs = env(tiny_model_dir, gsm8k_data_dir, ckpt, N_GPUS="1", MLFLOW_TRACKING_URI=mlflow_uri, RAY_TMPDIR=ray_tmp)
