@@ -659,7 +659,7 @@ def test_verl_service_command_starts_a_ray_head_that_workers_inherit_mlflow_from
     assert rc == 0, err
     assert call["args"] == [
         "start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--dashboard-port=8265",
-        "--block", "--num-cpus=32", "--num-gpus=4", "--disable-usage-stats",
+        "--block", "--num-cpus=48", "--num-gpus=4", "--disable-usage-stats",
     ]  # fmt: skip
     assert call["mlflow"] == "http://mlflow:5000"  # in ray start's environment: every Ray worker inherits it
     assert call["auth"] == ["token", RAY_TOKEN]
