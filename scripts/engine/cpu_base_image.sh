@@ -18,9 +18,9 @@ CPU_BASE_IMAGE=${CPU_BASE_IMAGE:-gsm8k-posttrain/cpu-base:bookworm}
 SUITE=${SUITE:-bookworm}
 ENGINE=${ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}
 # What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests;
-# for vLLM's CPU build, libnuma (its _C extension links it) and a C++ compiler (torch.compile builds some of its
-# ops with inductor on CPU even in eager mode, e.g. vllm/v1/sample/ops/logprobs.py: "No working C++ compiler").
-PACKAGES=${PACKAGES:-python3,python3-venv,ca-certificates,procps,libnuma1,g++}
+# for vLLM's CPU build, libnuma (its _C extension links it) and a C++ compiler with Python's headers (torch.compile
+# builds some of its ops with inductor on CPU even in eager mode, e.g. vllm/v1/sample/ops/logprobs.py).
+PACKAGES=${PACKAGES:-python3,python3-venv,python3-dev,ca-certificates,procps,libnuma1,g++}
 
 die() {
     echo "cpu_base_image.sh: $*" >&2
