@@ -80,9 +80,9 @@ lock: | $(BIN)/uv
 		$(TORCH_SOURCE) --no-header -o requirements/test.lock
 
 bench: venv venv-verl
-	$(BIN)/python scripts/bench_reward.py
-	$(BIN)/python scripts/bench_sft_packing.py
-	$(VERL_VENV)/bin/python -m scripts.bench_eval_backends
+	$(BIN)/python -m scripts.bench.reward
+	$(BIN)/python -m scripts.bench.sft_packing
+	$(VERL_VENV)/bin/python -m scripts.bench.eval_backends
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache

@@ -174,8 +174,14 @@ def load_hub(source: str, config: str, revision: str | None) -> tuple[dict[str, 
     for split in SPLITS:
         records = questions_and_answers(loaded[split], f"{source} (split {split})")
         rows[split] = [(f"{source} {split} row {i}", r) for i, r in enumerate(records)]
-    description = {"source_kind": "hub", "source": source, "source_files": None, "test_source": None,
-                   "config": config, "revision": revision}  # fmt: skip
+    description = {
+        "source_kind": "hub",
+        "source": source,
+        "source_files": None,
+        "test_source": None,
+        "config": config,
+        "revision": revision,
+    }
     return rows, description
 
 

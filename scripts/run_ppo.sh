@@ -8,6 +8,6 @@
 # Hyperparameters: verl_configs/ppo_gsm8k.yaml; env knobs (PYTHON: the one with verl): README, RL section.
 set -euo pipefail
 
-# The repo root on PYTHONPATH (the containers set /workspace): Ray's workers import scripts/rl_cpu.py from it on CPU.
+# The repo root on PYTHONPATH (the containers set /workspace): Ray's workers import scripts/rl/cpu_plugin.py from it on CPU.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}" exec "${PYTHON:-python3}" -m scripts.rl_launch --algo ppo "$@"
+PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}" exec "${PYTHON:-python3}" -m scripts.rl.launch --algo ppo "$@"

@@ -72,7 +72,7 @@ stage_command() {
     local kv
     # shellcheck disable=SC2016 # ${GSM8K_SOURCE}, ${BASE_MODEL} and $@ expand in the containers
     case "$1" in
-    data) cmd=(exec -T verl sh -c 'exec python /workspace/data/prepare_gsm8k.py --source "${GSM8K_SOURCE}" "$@"' \
+    data) cmd=(exec -T verl sh -c 'exec python -m data.prepare_gsm8k --source "${GSM8K_SOURCE}" "$@"' \
         prepare "${data_args[@]}") ;;
     sft) cmd=(exec -T -w /workspace/notebooks jupyter sh -c 'exec papermill sft_training.ipynb "$0" \
         --log-output -p model_path "${BASE_MODEL}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
@@ -81,7 +81,7 @@ stage_command() {
     eval)
         cmd=(exec -T -e "PPO_EXPERIMENT=${PPO_EXPERIMENT}" -e "GRPO_EXPERIMENT=${GRPO_EXPERIMENT}")
         for kv in "${eval_env[@]}"; do cmd+=(-e "${kv}"); done
-        cmd+=(verl python /workspace/scripts/evaluate_all.py)
+        cmd+=(verl python -m scripts.eval.run_all)
         ;;
     esac
 }
@@ -108,5 +108,5 @@ for stage in "${STAGES[@]}"; do
 done
 
 # The report card: accuracy with CIs, capability check, wall time and GPU hours per stage; MLflow pipeline run.
-"${compose[@]}" exec -T verl python /workspace/scripts/report_card.py \
+"${compose[@]}" exec -T verl python -m scripts.eval.report_card \
     --ppo-experiment "${PPO_EXPERIMENT}" --grpo-experiment "${GRPO_EXPERIMENT}" --quick "${QUICK}"

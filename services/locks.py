@@ -98,16 +98,25 @@ def find_uv() -> str:
 def compile_command(image: ImageLock, output: Path, constraints: Path | None) -> list[str]:
     """The `uv pip compile` invocation that produces `output` for `image`."""
     cmd = [
-        find_uv(), "pip", "compile", str(image.requirements_in.relative_to(REPO_ROOT)),
-        "--output-file", str(output),
-        "--python-version", image.python,
-        "--python-platform", PLATFORM,
-        "--index-url", INDEX_URL,
-        "--exclude-newer", EXCLUDE_NEWER,
+        find_uv(),
+        "pip",
+        "compile",
+        str(image.requirements_in.relative_to(REPO_ROOT)),
+        "--output-file",
+        str(output),
+        "--python-version",
+        image.python,
+        "--python-platform",
+        PLATFORM,
+        "--index-url",
+        INDEX_URL,
+        "--exclude-newer",
+        EXCLUDE_NEWER,
         "--generate-hashes",
-        "--custom-compile-command", f"python services/locks.py compile {image.name}",
+        "--custom-compile-command",
+        f"python services/locks.py compile {image.name}",
         "--quiet",
-    ]  # fmt: skip
+    ]
     if constraints is not None:
         cmd += ["--constraints", str(constraints)]
     if image.cpu:

@@ -110,10 +110,21 @@ def gsm8k_data_dir(gsm8k_source_dir: Path, tmp_path_factory: pytest.TempPathFact
     """data/prepare_gsm8k.py run on the fixture: {train,val,test,sft_train,sft_val}.parquet + manifest.json."""
     out = tmp_path_factory.mktemp("gsm8k-prepared") / "gsm8k"
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--source", str(gsm8k_source_dir),
-         "--output-dir", str(out), "--val-size", "4", "--seed", "0"],
-        check=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "data" / "prepare_gsm8k.py"),
+            "--source",
+            str(gsm8k_source_dir),
+            "--output-dir",
+            str(out),
+            "--val-size",
+            "4",
+            "--seed",
+            "0",
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+    )
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.lib.capability import DEFAULT_SUITE, compare, load_suite
+from scripts.eval.capability_suite import DEFAULT_SUITE, compare, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_TASK = REPO / "tests" / "fixtures" / "capability" / "tiny_arith.yaml"
@@ -60,7 +60,7 @@ def test_compare_flags_only_drops_beyond_noise():
 def test_prefetch_loads_every_task_of_the_suite_without_a_model(tmp_path):
     suite = write_suite(tmp_path, f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "capability.py"), "--prefetch", "--suite", str(suite)],
+        [sys.executable, "-m", "scripts.eval.capability", "--prefetch", "--suite", str(suite)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -68,7 +68,7 @@ def test_prefetch_loads_every_task_of_the_suite_without_a_model(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "capability suite data cached: tiny_arith" in proc.stdout
-    cli = [sys.executable, str(REPO / "scripts" / "capability.py")]
+    cli = [sys.executable, "-m", "scripts.eval.capability"]
     missing = subprocess.run([*cli, "--suite", str(suite)], capture_output=True, text=True)
     assert missing.returncode == 2 and "--model and --output are required" in missing.stderr
 
@@ -78,7 +78,7 @@ def test_cli_scores_the_tiny_model_on_a_local_task(tmp_path, tiny_model_dir):
     suite = write_suite(tmp_path, f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n    limit: 6\n")
     out = tmp_path / "capability.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "capability.py"), "--model", str(tiny_model_dir), "--backend", "hf"]
+        [sys.executable, "-m", "scripts.eval.capability", "--model", str(tiny_model_dir), "--backend", "hf"]
         + ["--suite", str(suite), "--output", str(out)],
         cwd=tmp_path,  # the task's data file is found next to the task, not in the working directory
         capture_output=True,

@@ -192,8 +192,10 @@ def test_bad_rows_in_test_split_and_unparseable_lines_are_all_reported(gsm8k_row
 def test_a_parquet_file_without_the_columns_is_rejected(tmp_path, gsm8k_rows):
     src = tmp_path / "src"
     src.mkdir()
-    pq.write_table(pa.Table.from_pylist([{"problem": r["question"], "solution": r["answer"]} for r in gsm8k_rows]),
-                   src / "train.parquet")  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist([{"problem": r["question"], "solution": r["answer"]} for r in gsm8k_rows]),
+        src / "train.parquet",
+    )
     result = run_prep("--source", src, "--output-dir", tmp_path / "out", "--val-size", 4)
     assert result.returncode == 1
     assert f"{src / 'train.parquet'} (split train): missing field(s) 'question', 'answer'" in result.stderr
@@ -301,8 +303,11 @@ def test_a_hub_snapshot_of_parquet_shards_reads_like_the_jsonl_copy(gsm8k_data_d
     (snap / "socratic").mkdir(parents=True)
     (snap / "main").mkdir()
     (snap / "README.md").write_text(SNAPSHOT_CARD)
-    shards = {"train-00000-of-00002": gsm8k_rows[:10], "train-00001-of-00002": gsm8k_rows[10:24],
-              "test-00000-of-00001": gsm8k_rows[24:]}  # fmt: skip
+    shards = {
+        "train-00000-of-00002": gsm8k_rows[:10],
+        "train-00001-of-00002": gsm8k_rows[10:24],
+        "test-00000-of-00001": gsm8k_rows[24:],
+    }
     for name, rows in shards.items():
         pq.write_table(pa.Table.from_pylist(rows), snap / "main" / f"{name}.parquet")
         pq.write_table(pa.Table.from_pylist(rows[::-1]), snap / "socratic" / f"{name}.parquet")
@@ -324,14 +329,20 @@ def test_a_hub_snapshot_of_parquet_shards_reads_like_the_jsonl_copy(gsm8k_data_d
 @pytest.mark.parametrize(
     "files, message",
     [
-        ({}, "no train split file in {src} (expected train.jsonl, train.parquet or train-00000-of-00001.parquet; "
-             "found nothing)"),
-        ({"test.jsonl": 24, "notes.txt": 0}, "no train split file in {src} (expected train.jsonl, train.parquet "
-                                             "or train-00000-of-00001.parquet; found notes.txt, test.jsonl)"),
+        (
+            {},
+            "no train split file in {src} (expected train.jsonl, train.parquet or train-00000-of-00001.parquet; "
+            "found nothing)",
+        ),
+        (
+            {"test.jsonl": 24, "notes.txt": 0},
+            "no train split file in {src} (expected train.jsonl, train.parquet "
+            "or train-00000-of-00001.parquet; found notes.txt, test.jsonl)",
+        ),
         ({"train.jsonl": 24, "test.parquet": 8}, "Couldn't infer the same data file format for all splits"),
     ],
     ids=["empty", "no-train", "mixed-formats"],
-)  # fmt: skip
+)
 def test_a_folder_without_a_usable_train_split_is_refused(gsm8k_rows, tmp_path, files, message):
     src = tmp_path / "src"
     src.mkdir()

@@ -1,4 +1,4 @@
-"""scripts/lib/evaluation.py and its CLI scripts/evaluate.py: scoring, the Wilson interval, problem loading, HF
+"""scripts/eval/evaluation.py and its CLI scripts/eval/evaluate.py: scoring, the Wilson interval, problem loading, HF
 generation."""
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data.prompt import user_message
-from scripts import evaluate as cli
-from scripts.lib import evaluation as ev
-from scripts.lib.stats import wilson_interval
-from tests.conftest import REPO_ROOT
+from scripts.eval import evaluate as cli
+from scripts.eval import evaluation as ev
+from scripts.eval.stats import wilson_interval
 
 # Reference values: Wilson score interval, z = 1.96 (e.g. Newcombe 1998, Table I; statsmodels proportion_confint).
 WILSON_CASES = [
@@ -95,7 +94,7 @@ def test_load_problems_rl_schema_uses_the_prompt_template(gsm8k_data_dir):
 
 
 def test_load_problems_errors_name_the_file(tmp_path, gsm8k_data_dir):
-    with pytest.raises(FileNotFoundError, match="prepare_gsm8k.py"):
+    with pytest.raises(FileNotFoundError, match="python -m data.prepare_gsm8k --output-dir"):
         ev.load_problems(tmp_path / "missing.parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -161,17 +160,30 @@ def test_generate_hf_ignores_the_models_sampling_defaults(sharp_model_dir, val_c
 
 @pytest.mark.slow
 def test_cli_writes_json_and_logs_to_mlflow(tiny_model_dir, gsm8k_data_dir, tmp_path):
-    """`python scripts/evaluate.py` from another directory, a real (SQLite) MLflow store, JSON output."""
+    """`python -m scripts.eval.evaluate` from another directory, a real (SQLite) MLflow store, JSON output."""
     from mlflow import MlflowClient
 
     out = tmp_path / "result.json"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [
-        sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"),
-        "--model", str(tiny_model_dir), "--data", str(gsm8k_data_dir / "val.parquet"),
-        "--backend", "hf", "--limit", "3", "--max-new-tokens", "8",
-        "--output", str(out), "--mlflow-experiment", "pytest-eval",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "scripts.eval.evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(gsm8k_data_dir / "val.parquet"),
+        "--backend",
+        "hf",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--output",
+        str(out),
+        "--mlflow-experiment",
+        "pytest-eval",
+    ]
     env = {"MLFLOW_TRACKING_URI": tracking, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

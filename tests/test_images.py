@@ -195,10 +195,17 @@ def test_lock_check_fails_on_a_stale_or_tampered_lock(mlflow_lock_copy, caplog):
 
 def test_verify_accepts_the_installed_test_environment():
     proc = subprocess.run(
-        [sys.executable, str(REPO / "services/locks.py"), "verify", str(REPO / "requirements/test.lock"),
-         "--base", "torch==2.13.0"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "services/locks.py"),
+            "verify",
+            str(REPO / "requirements/test.lock"),
+            "--base",
+            "torch==2.13.0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr  # torch 2.13.0+cpu satisfies torch==2.13.0, as with pip
 
 
@@ -207,11 +214,13 @@ def test_verify_names_every_package_that_differs(tmp_path):
     text = (REPO / "requirements/test.lock").read_text()
     lock.write_text(re.sub(r"^transformers==\S+", "transformers==4.0.0", text, flags=re.M) + "not-a-real-dist==1.0\n")
     problems = locks.verify(lock, ["torch==2.11.0"])
-    assert sorted(problems) == sorted([
-        "transformers==4.0.0 expected, 5.9.0 installed",
-        "not-a-real-dist==1.0 is not installed",
-        "torch==2.11.0 expected, 2.13.0+cpu installed",
-    ])  # fmt: skip
+    assert sorted(problems) == sorted(
+        [
+            "transformers==4.0.0 expected, 5.9.0 installed",
+            "not-a-real-dist==1.0 is not installed",
+            "torch==2.11.0 expected, 2.13.0+cpu installed",
+        ]
+    )
 
 
 # --- build context ------------------------------------------------------------------------------------
@@ -244,18 +253,36 @@ def test_dockerignore_admits_the_copied_files_and_nothing_secret_or_large():
                 copied.update(
                     {source.replace("${LOCK}", lock) for lock in ("requirements.lock", "requirements-cpu.lock")}
                 )
-    assert copied >= {"services/locks.py", "services/install_lock.sh", "services/entrypoint.sh",
-                      "services/verl/requirements-cpu.lock", "services/mlflow/entrypoint.sh"}  # fmt: skip
+    assert copied >= {
+        "services/locks.py",
+        "services/install_lock.sh",
+        "services/entrypoint.sh",
+        "services/verl/requirements-cpu.lock",
+        "services/mlflow/entrypoint.sh",
+    }
     for source in copied:
         assert (REPO / source).is_file(), source
         assert not dockerignored(source, patterns), f"{source} is excluded from the build context"
-    for private in (".env", ".venv/bin/python", "models/sft/latest.json", "data/gsm8k/train.parquet", ".git/HEAD",
-                    "notebooks/sft_training.ipynb", "services/verl/requirements.in"):  # fmt: skip
+    for private in (
+        ".env",
+        ".venv/bin/python",
+        "models/sft/latest.json",
+        "data/gsm8k/train.parquet",
+        ".git/HEAD",
+        "notebooks/sft_training.ipynb",
+        "services/verl/requirements.in",
+    ):
         assert dockerignored(private, patterns), f"{private} would be sent to the Docker daemon"
 
 
-IMAGE_SCRIPTS = ["services/verl/ray-node.sh", "services/verl/prefetch.sh", "services/mlflow/entrypoint.sh",
-                 "services/entrypoint.sh", "services/install_lock.sh", "services/shared_user.sh"]  # fmt: skip
+IMAGE_SCRIPTS = [
+    "services/verl/ray-node.sh",
+    "services/verl/prefetch.sh",
+    "services/mlflow/entrypoint.sh",
+    "services/entrypoint.sh",
+    "services/install_lock.sh",
+    "services/shared_user.sh",
+]
 
 
 @pytest.mark.parametrize("script", IMAGE_SCRIPTS)
@@ -281,8 +308,23 @@ def run_doctor(tmp_path: Path, stubs: dict[str, str] | None = None, **env_file: 
     # Only the basic system tools: no real docker / nvidia-smi unless stubbed.
     system = tmp_path / "system"
     system.mkdir(exist_ok=True)
-    for tool in ("awk", "bash", "cat", "df", "dirname", "env", "find", "grep", "head", "id", "seq", "sort", "stat",
-                 "timeout", "wc"):  # fmt: skip
+    for tool in (
+        "awk",
+        "bash",
+        "cat",
+        "df",
+        "dirname",
+        "env",
+        "find",
+        "grep",
+        "head",
+        "id",
+        "seq",
+        "sort",
+        "stat",
+        "timeout",
+        "wc",
+    ):
         if (found := shutil.which(tool)) and not (system / tool).exists():
             (system / tool).symlink_to(found)
     env_path = tmp_path / "test.env"

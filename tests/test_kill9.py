@@ -65,8 +65,9 @@ def run_killed(tmp_path):
             env |= {"KILL9_MARKER": str(marker), "KILL9_NAME": dest.name}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
         log = marker.with_suffix(".log").open("w+")  # a file, not a pipe: a chatty child never blocks on it
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log
+        )
 
         def reached() -> bool:
             if at == "swap":
@@ -125,7 +126,7 @@ def _complete_prep(out: Path, val_size: int) -> bool:
 
 SAVE = """
 import sys
-from scripts.lib import evaluation
+from scripts.eval import evaluation
 from notebooks import sft
 cfg = sft.SFTRunConfig(model_path=sys.argv[1], output_dir=sys.argv[2], manifest_path=sys.argv[3], run_name="k9")
 model, tokenizer = sft.load_model(cfg)
@@ -158,9 +159,20 @@ def test_notebook_save_path(run_killed, tiny_model_dir, tmp_path, at):
 @pytest.mark.slow
 def test_evaluate(run_killed, tiny_model_dir, gsm8k_data_dir, tmp_path):
     out = tmp_path / "val.json"
-    evaluate = [sys.executable, "scripts/evaluate.py", "--model", str(tiny_model_dir), "--backend", "hf",
-                "--max-new-tokens", "4",
-                "--data", str(gsm8k_data_dir / "val.parquet"), "--output", str(out)]  # fmt: skip
+    evaluate = [
+        sys.executable,
+        "scripts/eval/evaluate.py",
+        "--model",
+        str(tiny_model_dir),
+        "--backend",
+        "hf",
+        "--max-new-tokens",
+        "4",
+        "--data",
+        str(gsm8k_data_dir / "val.parquet"),
+        "--output",
+        str(out),
+    ]
     assert subprocess.run([*evaluate, "--limit", "1"], cwd=REPO_ROOT, capture_output=True).returncode == 0
     previous = out.read_bytes()
     for at in ("generate (", "swap"):  # while generating (tqdm's bar); all written, about to replace the old

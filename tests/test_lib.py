@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from data.prompt import PROMPT_VERSION
-from scripts.lib import atomic, checkpoints, paths, stats
+from data.readiness import stale_prompt
+from scripts.eval import stats
+from scripts.lib import atomic, checkpoints, paths
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import latest_step, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.prompt_check import stale_prompt
 from tests.mlflow_server import free_port
 
 

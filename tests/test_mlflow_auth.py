@@ -66,9 +66,12 @@ def run_entrypoint(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProc
 )
 def test_authentication_is_on_whenever_mlflow_is_published_beyond_loopback(tmp_path, setting, bind, on):
     proc, call = run_entrypoint(
-        tmp_path, MLFLOW_AUTH=setting, BIND_ADDRESS=bind, MLFLOW_TRACKING_USERNAME=USER,
+        tmp_path,
+        MLFLOW_AUTH=setting,
+        BIND_ADDRESS=bind,
+        MLFLOW_TRACKING_USERNAME=USER,
         MLFLOW_TRACKING_PASSWORD=PASSWORD,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert (call["args"][:3] == ["server", "--app-name", "basic-auth"]) is on
     assert ("authentication on" in proc.stdout) is on
@@ -83,9 +86,12 @@ def test_authentication_is_on_whenever_mlflow_is_published_beyond_loopback(tmp_p
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert call["env"]["MLFLOW_FLASK_SERVER_SECRET_KEY"] == key.read_text().strip()
         again, call2 = run_entrypoint(
-            tmp_path, MLFLOW_AUTH=setting, BIND_ADDRESS=bind, MLFLOW_TRACKING_USERNAME=USER,
+            tmp_path,
+            MLFLOW_AUTH=setting,
+            BIND_ADDRESS=bind,
+            MLFLOW_TRACKING_USERNAME=USER,
             MLFLOW_TRACKING_PASSWORD=PASSWORD,
-        )  # fmt: skip
+        )
         assert call2["env"]["MLFLOW_FLASK_SERVER_SECRET_KEY"] == call["env"]["MLFLOW_FLASK_SERVER_SECRET_KEY"]
     else:
         assert "MLFLOW_AUTH_CONFIG_PATH" not in call["env"]
@@ -103,9 +109,9 @@ def test_authentication_is_on_whenever_mlflow_is_published_beyond_loopback(tmp_p
 )
 def test_authentication_refuses_settings_that_cannot_protect_anything(tmp_path, env, says):
     proc, call = run_entrypoint(
-        tmp_path, **{"BIND_ADDRESS": "0.0.0.0", "MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD,
-                     **env},
-    )  # fmt: skip
+        tmp_path,
+        **{"BIND_ADDRESS": "0.0.0.0", "MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": PASSWORD, **env},
+    )
     assert proc.returncode != 0 and call == {}  # mlflow never started
     assert says in proc.stderr and ".env" in proc.stderr
 
@@ -121,10 +127,12 @@ def auth_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-auth")
     port = free_port()
     args = [
-        a.replace("--host=0.0.0.0", "--host=127.0.0.1").replace("--port=5000", f"--port={port}")
-        .replace("=/mlflow/", f"={root}/").replace("--workers=2", "--workers=1")
+        a.replace("--host=0.0.0.0", "--host=127.0.0.1")
+        .replace("--port=5000", f"--port={port}")
+        .replace("=/mlflow/", f"={root}/")
+        .replace("--workers=2", "--workers=1")
         for a in mlflow["command"]
-    ]  # fmt: skip
+    ]
     env = {
         **clean_env(),
         **mlflow["environment"],

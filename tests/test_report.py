@@ -1,8 +1,8 @@
-"""scripts/report.py and scripts/evaluate_all.py: paired statistics, refusals, outputs, MLflow, the one command.
+"""scripts/eval/report.py and scripts/eval/run_all.py: paired statistics, refusals, outputs, MLflow, the one command.
 
 - Statistics against published values (Fagerland, Lydersen & Laake's Cavo et al. 2012 example), scipy's binomial
   test, and a coverage simulation with a known true difference.
-- Real inputs: result files written by the real scripts/evaluate.py (tiny model, fixture data, transformers).
+- Real inputs: result files written by the real scripts/eval/evaluate.py (tiny model, fixture data, transformers).
 - evaluate_all.py on a fake repo layout (SFT manifest, verl checkpoint folders) from another working directory.
 """
 
@@ -20,16 +20,15 @@ import numpy as np
 import pytest
 
 from data.prompt import PROMPT_VERSION
-from scripts import report as rp
-from scripts.lib.comparison import compare
-from scripts.lib.stats import mcnemar_exact_p, wilson_interval
-from tests.conftest import REPO_ROOT
+from scripts.eval import report as rp
+from scripts.eval.comparison import compare
+from scripts.eval.stats import mcnemar_exact_p, wilson_interval
 from tests.mlflow_server import free_port, mlflow_server
 from tests.tiny_model import build_tiny_model
 
-REPORT = REPO_ROOT / "scripts" / "report.py"
-EVALUATE = REPO_ROOT / "scripts" / "evaluate.py"
-EVALUATE_ALL = REPO_ROOT / "scripts" / "evaluate_all.py"
+REPORT = ("-m", "scripts.eval.report")
+EVALUATE = ("-m", "scripts.eval.evaluate")
+EVALUATE_ALL = ("-m", "scripts.eval.run_all")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_NEW_TOKENS = "16"  # the random tiny models never stop early; enough to exercise generation
 
@@ -96,7 +95,7 @@ def cavo_vectors() -> tuple[np.ndarray, np.ndarray]:
 
 def run_report(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
     return subprocess.run(
-        [sys.executable, str(REPORT), *args], capture_output=True, text=True, env=env or _env(), cwd=cwd, timeout=300
+        [sys.executable, *REPORT, *args], capture_output=True, text=True, env=env or _env(), cwd=cwd, timeout=300
     )
 
 
@@ -347,14 +346,24 @@ def second_tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluated(tiny_model_dir, second_tiny_model, gsm8k_data_dir, tmp_path_factory) -> dict[str, Path]:
-    """The real scripts/evaluate.py (transformers backend, CPU) on the 8 fixture test problems, for two models."""
+    """The real scripts/eval/evaluate.py (transformers backend, CPU) on the 8 fixture test problems, for two models."""
     out = tmp_path_factory.mktemp("evaluated")
     procs = {}
     for label, model in (("base", tiny_model_dir), ("tuned", second_tiny_model)):
         cmd = [
-            sys.executable, str(EVALUATE), "--model", str(model), "--data", str(gsm8k_data_dir / "test.parquet"),
-            "--backend", "hf", "--max-new-tokens", MAX_NEW_TOKENS, "--output", str(out / f"{label}.json"),
-        ]  # fmt: skip
+            sys.executable,
+            *EVALUATE,
+            "--model",
+            str(model),
+            "--data",
+            str(gsm8k_data_dir / "test.parquet"),
+            "--backend",
+            "hf",
+            "--max-new-tokens",
+            MAX_NEW_TOKENS,
+            "--output",
+            str(out / f"{label}.json"),
+        ]
         procs[label] = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for label, proc in procs.items():
         log, _ = proc.communicate(timeout=600)
@@ -427,7 +436,7 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
         **env,
     }
     return subprocess.run(
-        [sys.executable, str(EVALUATE_ALL), *args],
+        [sys.executable, *EVALUATE_ALL, *args],
         cwd=root.parent,  # not the repository: the script finds its own way
         env=_env(**settings),
         capture_output=True,
@@ -439,9 +448,14 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
 @pytest.fixture(scope="module")
 def evaluate_all_run(fake_repo, tiny_model_dir, gsm8k_data_dir) -> subprocess.CompletedProcess:
     return run_evaluate_all(
-        fake_repo, gsm8k_data_dir, "--max-new-tokens", MAX_NEW_TOKENS,
-        BASE_MODEL=str(tiny_model_dir), CAPABILITY="1", CAPABILITY_SUITE=str(CAPABILITY_SUITE),
-    )  # fmt: skip
+        fake_repo,
+        gsm8k_data_dir,
+        "--max-new-tokens",
+        MAX_NEW_TOKENS,
+        BASE_MODEL=str(tiny_model_dir),
+        CAPABILITY="1",
+        CAPABILITY_SUITE=str(CAPABILITY_SUITE),
+    )
 
 
 @pytest.mark.slow
@@ -562,7 +576,7 @@ def test_evaluate_all_without_the_hub_skips_what_it_cannot_reach_and_evaluates_t
     env.update(MODELS_DIR=str(models), DATA_DIR=str(gsm8k_data_dir), BACKEND="hf", LIMIT="2", MODELS="base sft")
     env.update(CAPABILITY="1")  # the default suite: ARC, HellaSwag, MMLU from the hub
     t0 = time.monotonic()
-    cmd = [sys.executable, str(EVALUATE_ALL), "--max-new-tokens", "4"]
+    cmd = [sys.executable, *EVALUATE_ALL, "--max-new-tokens", "4"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     took, out, err = time.monotonic() - t0, proc.stdout, proc.stderr
     assert "working offline, from the cache (HF_HUB_OFFLINE=1)" in out, out + err

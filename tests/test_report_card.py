@@ -1,4 +1,4 @@
-"""scripts/report_card.py: the end of speedrun.sh prints the card and logs one pipeline run linking the stages."""
+"""scripts/eval/report_card.py: the end of speedrun.sh prints the card and logs one pipeline run linking the stages."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.test_report import cavo_vectors, run_report, write_result
 
 REPO = Path(__file__).resolve().parent.parent
-CARD = REPO / "scripts" / "report_card.py"
+CARD = ("-m", "scripts.eval.report_card")
 
 
 def finished_pipeline(root: Path, tiny_model_dir: Path) -> Path:
@@ -36,7 +36,7 @@ def finished_pipeline(root: Path, tiny_model_dir: Path) -> Path:
 def run_card(models: Path, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run(
-        [sys.executable, str(CARD), "--models-dir", str(models)],
+        [sys.executable, *CARD, "--models-dir", str(models)],
         env={**base, **env},
         capture_output=True,
         text=True,

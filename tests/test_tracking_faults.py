@@ -150,7 +150,7 @@ def composed_verl_config(tmp_path: Path) -> dict:
     """verl_configs/ppo_gsm8k.yaml as the launcher composes it, with secrets where a careless override puts them."""
     from omegaconf import OmegaConf
 
-    from scripts.rl_config import compose_config
+    from scripts.rl.config import compose_config
 
     env = "+ray_kwargs.ray_init.runtime_env.env_vars"
     overrides = [
@@ -247,7 +247,7 @@ def test_the_notebook_and_evaluation_stop_before_any_work_when_mlflow_is_down(mo
     env["ALLOW_NO_TRACKING"] = ""  # never inherited from the developer's shell
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "evaluate_all.py")],
+        [sys.executable, "-m", "scripts.eval.run_all"],
         capture_output=True,
         text=True,
         env=env,

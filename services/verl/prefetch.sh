@@ -37,10 +37,11 @@ echo "== 2/4 dataset ${GSM8K_DATASET}${GSM8K_REVISION:+@${GSM8K_REVISION}}"
 hf download --repo-type dataset "${GSM8K_DATASET}" "${data_args[@]}"
 
 echo "== 3/4 data prep -> ${DATA_DIR}"
-python "${REPO_ROOT}/data/prepare_gsm8k.py" --source "${GSM8K_DATASET}" "${data_args[@]}" \
+cd "${REPO_ROOT}"  # python -m finds the repo's packages here
+python -m data.prepare_gsm8k --source "${GSM8K_DATASET}" "${data_args[@]}" \
     --output-dir "${DATA_DIR}" "$@"
 
-echo "== 4/4 capability check data (scripts/capability.yaml: ARC-Challenge, HellaSwag, MMLU)"
-python "${REPO_ROOT}/scripts/capability.py" --prefetch
+echo "== 4/4 capability check data (scripts/eval/capability.yaml: ARC-Challenge, HellaSwag, MMLU)"
+python -m scripts.eval.capability --prefetch
 
 echo "Done. Training can now run offline: set HF_HUB_OFFLINE=1 in .env, then docker compose up -d"

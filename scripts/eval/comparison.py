@@ -1,5 +1,5 @@
-"""The numbers behind scripts/report.py: read evaluation results, refuse incomparable ones (ReportError), and
-compare each model with the baseline on the same problems (statistics: scripts/lib/stats.py)."""
+"""The numbers behind scripts/eval/report.py: read evaluation results, refuse incomparable ones (ReportError), and
+compare each model with the baseline on the same problems (statistics: scripts/eval/stats.py)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,27 @@ from typing import Any
 import numpy as np
 
 from rewards.gsm8k import MODES
-from scripts.lib.evaluation import EvalResult
-from scripts.lib.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_interval
+from scripts.eval.evaluation import EvalResult
+from scripts.eval.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_interval
 
 # Published GSM8K test numbers for context only: other pipelines (prompt, decoding, answer extraction), not ours.
 EXTERNAL_REFERENCE = [
-    {"model": "Qwen2.5-0.5B-Instruct as released", "gsm8k_test": 49.6,
-     "source": "Qwen2.5 release (Qwen team); verl's baseline table lists 36.4 for the same checkpoint"},
-    {"model": "Qwen2.5-0.5B-Instruct + PPO (verl)", "gsm8k_test": 56.7,
-     "source": "verl docs/algo/baseline.md (batch 256, 15 epochs, strict `####` scoring)"},
-    {"model": "Qwen2.5-0.5B-Instruct + GRPO-LoRA (verl, rank 32)", "gsm8k_test": 54.3,
-     "source": "verl docs/algo/baseline.md"},
-]  # fmt: skip
+    {
+        "model": "Qwen2.5-0.5B-Instruct as released",
+        "gsm8k_test": 49.6,
+        "source": "Qwen2.5 release (Qwen team); verl's baseline table lists 36.4 for the same checkpoint",
+    },
+    {
+        "model": "Qwen2.5-0.5B-Instruct + PPO (verl)",
+        "gsm8k_test": 56.7,
+        "source": "verl docs/algo/baseline.md (batch 256, 15 epochs, strict `####` scoring)",
+    },
+    {
+        "model": "Qwen2.5-0.5B-Instruct + GRPO-LoRA (verl, rank 32)",
+        "gsm8k_test": 54.3,
+        "source": "verl docs/algo/baseline.md",
+    },
+]
 
 
 class ReportError(ValueError):
@@ -76,7 +85,7 @@ def compare(
 def load_result(path: str | Path, label: str) -> Labelled:
     """Read one evaluate.py output and check it is complete and self-consistent."""
     path = Path(path)
-    redo = f"re-create it with `python scripts/evaluate.py --model ... --data ... --output {path}`"
+    redo = f"re-create it with `python -m scripts.eval.evaluate --model ... --data ... --output {path}`"
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -84,7 +93,7 @@ def load_result(path: str | Path, label: str) -> Labelled:
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: not readable as JSON ({exc}); {redo}") from None
     if not isinstance(raw, dict):
-        raise ReportError(f"{path}: expected a JSON object from scripts/evaluate.py; {redo}")
+        raise ReportError(f"{path}: expected a JSON object from scripts/eval/evaluate.py; {redo}")
     missing = [f.name for f in fields(EvalResult) if f.name not in raw]
     if missing:
         raise ReportError(f"{path}: not an evaluate.py result (missing {', '.join(missing)}); {redo}")
@@ -119,7 +128,7 @@ def load_result(path: str | Path, label: str) -> Labelled:
 def check_comparable(results: list[Labelled]) -> list[str]:
     """Raise ReportError unless every result covers the same problems under the same settings; return warnings."""
     ref = results[0]
-    fix = "evaluate them the same way (`FORCE=1 python scripts/evaluate_all.py` re-runs every model)"
+    fix = "evaluate them the same way (`FORCE=1 python -m scripts.eval.run_all` re-runs every model)"
     for other in results[1:]:
         pair = f"{other.path} ({other.label}) and {ref.path} ({ref.label})"
         mine, theirs = other.result, ref.result
@@ -127,8 +136,11 @@ def check_comparable(results: list[Labelled]) -> list[str]:
             raise ReportError(
                 f"{pair} were evaluated on different data files ({mine.data} vs {theirs.data}); {fix} on one file"
             )
-        for field, what in (("n", "have different problem counts"), ("prompt_version", "have different prompt "
-                            "versions"), ("max_new_tokens", "used different max_new_tokens")):  # fmt: skip
+        for field, what in (
+            ("n", "have different problem counts"),
+            ("prompt_version", "have different prompt versions"),
+            ("max_new_tokens", "used different max_new_tokens"),
+        ):
             if getattr(mine, field) != getattr(theirs, field):
                 raise ReportError(f"{pair} {what} ({getattr(mine, field)} vs {getattr(theirs, field)}); {fix}")
         only_other = sorted(set(other.problems) - set(ref.problems))

@@ -13,15 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data.readiness import RL_FILES, DataNotReady, check_data
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step
 from scripts.lib.mlflow_health import check_mlflow
 from scripts.lib.paths import REPO_ROOT
-from scripts.lib.prompt_check import stale_prompt
 
 logger = logging.getLogger(__name__)
 
-DATA_FILES = ("train.parquet", "val.parquet")
 RUN_ID_FILE = "mlflow_run_id"
 CPUS_PER_GPU = 3  # verl's ResourcePoolManager reserves these with every GPU bundle (max_colocate_count)
 
@@ -36,35 +35,36 @@ def read_run_id(checkpoint_dir: Path) -> str | None:
 
 
 def data_status(data_dir: Path) -> tuple[bool, str, dict[str, int]]:
-    """(ready, description, rows per file) of the RL parquet files in `data_dir`."""
-    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
-    if missing:
-        return False, f"missing {', '.join(missing)}", {}
-    if why := stale_prompt(data_dir):
-        return False, f"stale: {why}", {}
-    import pyarrow.parquet as pq
-
-    rows = {name: pq.ParquetFile(data_dir / name).metadata.num_rows for name in DATA_FILES}
+    """(ready, description, rows per file) of the RL parquet files in `data_dir` (data/readiness.py's check)."""
+    try:
+        rows = check_data(data_dir, RL_FILES)
+    except DataNotReady as exc:
+        return False, str(exc), {}
     return True, ", ".join(f"{name} {n} rows" for name, n in rows.items()), rows
 
 
 def prepare_data(data_dir: Path, source: str) -> None:
-    """Run data/prepare_gsm8k.py into `data_dir` from `source` (GSM8K_SOURCE; '' = its default, the hub)."""
-    cmd = [sys.executable, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--output-dir", str(data_dir)]
+    """Run data prep into `data_dir` from `source` (GSM8K_SOURCE; '' = its default, the hub)."""
+    cmd = [sys.executable, "-m", "data.prepare_gsm8k", "--output-dir", str(data_dir)]
     cmd += ["--source", source] if source else []
     print(f"data: {' '.join(cmd)}", flush=True)
-    if subprocess.run(cmd, check=False).returncode != 0:
-        raise LaunchError("data/prepare_gsm8k.py failed (above): fix GSM8K_SOURCE / the network, or DATA_DIR")
+    if subprocess.run(cmd, check=False, cwd=REPO_ROOT).returncode != 0:
+        raise LaunchError("data prep failed (above): fix GSM8K_SOURCE / the network, or DATA_DIR")
     if not (status := data_status(data_dir))[0]:
-        raise LaunchError(f"data/prepare_gsm8k.py ran but {data_dir} is still not usable: {status[1]}")
+        raise LaunchError(f"data prep ran but {data_dir} is still not usable: {status[1]}")
 
 
 def smi(*query: str) -> list[list[str]]:
     """nvidia-smi's CSV rows ([] without nvidia-smi)."""
     if shutil.which("nvidia-smi") is None:
         return []
-    out = subprocess.run(["nvidia-smi", *query, "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                         timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        ["nvidia-smi", *query, "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -76,8 +76,10 @@ def check_gpus(n_gpus: int, cfg) -> str:
     if len(gpus) < n_gpus:
         seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
         fix = f"set N_GPUS={len(gpus)} (GPUs per node)" if gpus else "set N_GPUS=0 to train on CPU (cpu.yaml)"
-        raise LaunchError(f"N_GPUS={n_gpus} but this node sees {seen}: {fix}, or give the container the GPUs "
-                          "(N_GPUS in .env: the first N_GPUS)")  # fmt: skip
+        raise LaunchError(
+            f"N_GPUS={n_gpus} but this node sees {seen}: {fix}, or give the container the GPUs "
+            "(N_GPUS in .env: the first N_GPUS)"
+        )
     if len(gpus) > n_gpus:
         logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
@@ -113,8 +115,9 @@ def check_world_size(checkpoint_dir: Path, world_size: int) -> str:
 
 def prune_checkpoints(checkpoint_dir: Path, keep: int) -> list[Path]:
     """Remove all but the newest `keep` complete global_step_N dirs, never the resume step; returns what went."""
-    steps = sorted((int(p.name[12:]), p) for p in checkpoint_dir.glob("global_step_*")
-                   if p.is_dir() and p.name[12:].isdigit())  # fmt: skip
+    steps = sorted(
+        (int(p.name[12:]), p) for p in checkpoint_dir.glob("global_step_*") if p.is_dir() and p.name[12:].isdigit()
+    )
     kept = {n for n, p in steps if (p / "actor").is_dir()}
     kept = set(sorted(kept)[-max(keep, 1) :]) | {latest_step(checkpoint_dir)}
     gone = [p for n, p in steps if n not in kept]
@@ -126,8 +129,10 @@ def prune_checkpoints(checkpoint_dir: Path, keep: int) -> list[Path]:
 def check_shm(min_gib: float = 16) -> str:
     st = os.statvfs("/dev/shm")
     if (gib := st.f_blocks * st.f_frsize / 2**30) < min_gib:
-        raise LaunchError(f"/dev/shm is {gib:.1f} GiB; Ray's object store, NCCL and vLLM need >= {min_gib} GiB: "
-                          "give the container `shm_size: 16g` or `ipc: host` (docker-compose.yml)")  # fmt: skip
+        raise LaunchError(
+            f"/dev/shm is {gib:.1f} GiB; Ray's object store, NCCL and vLLM need >= {min_gib} GiB: "
+            "give the container `shm_size: 16g` or `ipc: host` (docker-compose.yml)"
+        )
     return f"{gib:.0f} GiB"
 
 
@@ -177,14 +182,18 @@ def ray_cpu_needs(cfg) -> str:
 def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
     """Enough GPUs and CPUs for verl's budget (`ray_cpu_budget`), in a running cluster or the local Ray."""
     if address is None and nnodes > 1:
-        raise LaunchError(f"NNODES={nnodes} needs a running Ray cluster with the worker nodes joined to this head "
-                          "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
-                          "(RAY_ADDRESS unset, no `ray start` on this node)")  # fmt: skip
+        raise LaunchError(
+            f"NNODES={nnodes} needs a running Ray cluster with the worker nodes joined to this head "
+            "(`ray start --head` here, `ray start --address=<head>:6379` on each worker); none found "
+            "(RAY_ADDRESS unset, no `ray start` on this node)"
+        )
     need, budget = ray_cpu_budget(cfg), ray_cpu_needs(cfg)
     if address is None:
         if (local := cfg.ray_kwargs.ray_init.num_cpus) is not None and int(local) < need:
-            raise LaunchError(f"ray_kwargs.ray_init.num_cpus={local} but {budget}: raise it to >= {need} or drop "
-                              "the override (logical CPUs: Ray does not pin cores)")  # fmt: skip
+            raise LaunchError(
+                f"ray_kwargs.ray_init.num_cpus={local} but {budget}: raise it to >= {need} or drop "
+                "the override (logical CPUs: Ray does not pin cores)"
+            )
         return f"none running: main_ppo starts a local Ray with num_cpus={local} (verl needs {need})"
     import ray
 
@@ -192,9 +201,10 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
     except Exception as exc:  # ConnectionError, RuntimeError, ...
-        raise LaunchError(f"the Ray cluster at {address} does not answer ({exc}): restart it (the verl container "
-                          "runs `ray start --head`), or `ray stop` and unset RAY_ADDRESS so main_ppo starts its own"
-                          ) from exc  # fmt: skip
+        raise LaunchError(
+            f"the Ray cluster at {address} does not answer ({exc}): restart it (the verl container "
+            "runs `ray start --head`), or `ray stop` and unset RAY_ADDRESS so main_ppo starts its own"
+        ) from exc
     finally:
         ray.shutdown()
     found = [(n["NodeManagerAddress"], n["Resources"].get("GPU", 0), n["Resources"].get("CPU", 0)) for n in nodes]
@@ -207,8 +217,10 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
             "(logical CPUs: Ray does not pin cores), or lower NNODES / N_GPUS"
         )
     if (cpus := sum(n["Resources"].get("CPU", 0) for n in nodes)) < need:
-        raise LaunchError(f"the Ray cluster at {address} offers {cpus:g} CPUs; {budget}: restart the head with "
-                          f"`ray start --num-cpus=N` so the nodes add up to >= {need}")  # fmt: skip
+        raise LaunchError(
+            f"the Ray cluster at {address} offers {cpus:g} CPUs; {budget}: restart the head with "
+            f"`ray start --num-cpus=N` so the nodes add up to >= {need}"
+        )
     return f"cluster at {address}: {len(nodes)} node(s), {sum(gpus for _, gpus, _ in found):g} GPUs"
 
 
@@ -221,8 +233,10 @@ def ensure_model(model: str) -> Path:
     try:
         return Path(snapshot_download(model))
     except Exception as exc:  # hub errors come in many types
-        raise LaunchError(f"cannot fetch {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}): check "
-                          "the network / HF_TOKEN, or set MODEL_PATH to a local model directory") from exc  # fmt: skip
+        raise LaunchError(
+            f"cannot fetch {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}): check "
+            "the network / HF_TOKEN, or set MODEL_PATH to a local model directory"
+        ) from exc
 
 
 def checkpoint_bytes(model_dir: Path, hf_weights: bool, critic: bool) -> int:
@@ -237,14 +251,16 @@ def checkpoint_bytes(model_dir: Path, hf_weights: bool, critic: bool) -> int:
 def check_disk(checkpoint_dir: Path, need: int) -> str:
     probe = next(p for p in [checkpoint_dir, *checkpoint_dir.parents] if p.exists())
     if (free := shutil.disk_usage(probe).free) < need:
-        raise LaunchError(f"checkpoints need ~{need / 2**30:.1f} GiB and {probe} has {free / 2**30:.1f} GiB free: "
-                          "free space, set CHECKPOINT_DIR elsewhere, or lower trainer.max_actor_ckpt_to_keep"
-                          )  # fmt: skip
+        raise LaunchError(
+            f"checkpoints need ~{need / 2**30:.1f} GiB and {probe} has {free / 2**30:.1f} GiB free: "
+            "free space, set CHECKPOINT_DIR elsewhere, or lower trainer.max_actor_ckpt_to_keep"
+        )
     return f"{free / 2**30:.0f} GiB free, ~{need / 2**30:.1f} GiB needed"
 
 
-def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: Path, tags: dict[str, str]
-                      ) -> tuple[str, str, dict[str, str]]:  # fmt: skip
+def ensure_mlflow_run(
+    uri: str, experiment: str, run_name: str, checkpoint_dir: Path, tags: dict[str, str]
+) -> tuple[str, str, dict[str, str]]:
     """(tracking URI, run id, params logged so far) of the MLflow run `checkpoint_dir` logs into, created on first
     launch. The URI is `uri`, or with ALLOW_NO_TRACKING=1 and the server down the local store check_mlflow chose."""
     try:
@@ -267,8 +283,9 @@ def ensure_mlflow_run(uri: str, experiment: str, run_name: str, checkpoint_dir: 
                 pass
             logger.warning("MLflow run %s (in %s) is gone from %s: starting a new run", recorded, checkpoint_dir, uri)
         found = client.get_experiment_by_name(experiment)
-        run = client.create_run(found.experiment_id if found else client.create_experiment(experiment),
-                                run_name=run_name, tags=tags)  # fmt: skip
+        run = client.create_run(
+            found.experiment_id if found else client.create_experiment(experiment), run_name=run_name, tags=tags
+        )
     except MlflowException as exc:
         hint = " (add this host to `mlflow server --allowed-hosts`)" if "Invalid Host header" in str(exc) else ""
         raise LaunchError(f"MLflow at {uri} refused the request: {exc}{hint}") from exc

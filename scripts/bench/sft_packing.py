@@ -1,7 +1,7 @@
 """How much of what the SFT model processes is real tokens: padded vs padding-free vs packed batches.
 
-    python scripts/bench_sft_packing.py                      # fixture + tiny offline model, ~30 s on CPU
-    python scripts/bench_sft_packing.py --model Qwen/Qwen2.5-0.5B-Instruct --data-dir data/gsm8k
+    python -m scripts.bench.sft_packing                      # fixture + tiny offline model, ~30 s on CPU
+    python -m scripts.bench.sft_packing --model Qwen/Qwen2.5-0.5B-Instruct --data-dir data/gsm8k
 
 For each batching mode of notebooks/sft.py it builds the notebook's own SFTTrainer and collates one epoch of
 training batches without training. A real token is one of an example's prompt+completion tokens; a processed
@@ -12,6 +12,7 @@ temporary folder, and a tiny offline Qwen2 (smaller token counts than Qwen's, th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import subprocess
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from notebooks import sft
-from scripts.lib.paths import REPO_ROOT
 from scripts.lib.tiny_model import FIXTURE, build_tiny_model
 
 if TYPE_CHECKING:
@@ -44,8 +44,12 @@ def measure_batching(trainer: SFTTrainer) -> dict[str, float]:
             batches += 1
     finally:
         trainer.data_collator = collate
-    return {"batches": batches, "real_tokens": real, "processed_tokens": processed,
-            "real_token_fraction": real / processed if processed else float("nan")}  # fmt: skip
+    return {
+        "batches": batches,
+        "real_tokens": real,
+        "processed_tokens": processed,
+        "real_token_fraction": real / processed if processed else float("nan"),
+    }
 
 
 def fixture_data(workdir: Path) -> Path:
@@ -57,19 +61,33 @@ def fixture_data(workdir: Path) -> Path:
         (source / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     out = workdir / "gsm8k"
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "data" / "prepare_gsm8k.py"), "--source", str(source),
-         "--output-dir", str(out), "--val-size", "4", "--seed", "0"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "data.prepare_gsm8k",
+            "--source",
+            str(source),
+            "--output-dir",
+            str(out),
+            "--val-size",
+            "4",
+            "--seed",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    notebook = sft.notebook_parameters()  # the defaults: the notebook's parameters cell
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="HF model dir or hub id (default: a tiny offline Qwen2)")
     parser.add_argument("--data-dir", help="data/prepare_gsm8k.py output (default: the fixture, prepared)")
-    parser.add_argument("--batch-size", type=int, default=sft.SFTRunConfig.per_device_train_batch_size)
-    parser.add_argument("--max-length", type=int, default=sft.SFTRunConfig.max_length)
+    parser.add_argument("--batch-size", type=int, default=notebook["per_device_train_batch_size"])
+    parser.add_argument("--max-length", type=int, default=notebook["max_length"])
     parser.add_argument("--max-samples", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             model_path, model_name = args.model, args.model
         else:
             model_path, model_name = str(build_tiny_model(workdir / "tiny-qwen2")), "tiny offline Qwen2, fixture"
-        base = sft.SFTRunConfig(
+        base = sft.SFTRunConfig.from_notebook(
             model_path=model_path,
             data_dir=str(data_dir),
             per_device_train_batch_size=args.batch_size,
@@ -94,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = sft.load_model(base)
         results = {}
         for mode in reversed(sft.BATCHING):  # padded, padding_free, packed
-            cfg = sft.SFTRunConfig(**{**vars(base), "batching": mode, "output_dir": str(workdir / mode)})
+            cfg = dataclasses.replace(base, batching=mode, output_dir=str(workdir / mode))
             trainer = sft.build_trainer(cfg, model, tokenizer, train_dataset, report_to=())
             results[mode] = measure_batching(trainer)
 

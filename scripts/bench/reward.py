@@ -2,7 +2,7 @@
 
 Prints, for the same realistic responses: scores per second of each scorer and their ratio, how
 often each agrees with the known label (is this response's final answer right?), and the worst-case
-latency of ours on adversarial inputs. Run: `make bench` or `python scripts/bench_reward.py`.
+latency of ours on adversarial inputs. Run: `make bench` or `python -m scripts.bench.reward`.
 
 The responses are built from tests/fixtures/gsm8k_sample.jsonl in the shapes a policy produces
 during GSM8K RL: the reference format, `$`/separators/units/decimals after `####`, long text after

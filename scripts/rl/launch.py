@@ -21,16 +21,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import rewards
-from scripts import rl_config as rc
-from scripts import rl_preflight as pre
+from data.readiness import RL_FILES
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step, read_sft_manifest
 from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, SFT_MANIFEST
-from scripts.rl_preflight import DATA_FILES, LaunchError
+from scripts.rl import config, preflight
+from scripts.rl.preflight import LaunchError
 
 ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRunner actor on every Ray node
-CPU = rc.CONFIG_DIR / "cpu.yaml"
-CPU_PLUGIN = "scripts.rl_cpu"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
+CPU = config.CONFIG_DIR / "cpu.yaml"
+CPU_PLUGIN = "scripts.rl.cpu_plugin"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
 RESILIENT_MLFLOW = "scripts.lib.resilient_mlflow"  # ... and everywhere: verl's MLflow logging survives an outage
 RAY_START = "scripts.lib.ray_start"  # ... and in the driver: a local Ray start that times out is retried
 
@@ -42,7 +42,7 @@ class Settings:
     algo: str
     model: str
     model_reason: str
-    n_gpus: int  # 0: CPU (verl_configs/cpu.yaml, scripts/rl_cpu.py) on one declared GPU slot
+    n_gpus: int  # 0: CPU (verl_configs/cpu.yaml, scripts/rl/cpu_plugin.py) on one declared GPU slot
     nnodes: int
     data_dir: Path
     experiment: str
@@ -78,9 +78,23 @@ class Settings:
         ckpt = Path(env.get("CHECKPOINT_DIR", MODELS_DIR / "rl" / exp)).expanduser().resolve()
         data = Path(env.get("DATA_DIR", DATA_DIR)).expanduser().resolve()
         ray = env.get("RAY_ADDRESS") or (None if gpus == "0" else local_ray_cluster(env))  # CPU: a Ray of its own
-        return cls(algo, model, why, int(gpus), int(nodes), data, exp, ckpt, env.get("MLFLOW_TRACKING_URI",
-                   "http://mlflow:5000"), reward, env.get("GSM8K_SOURCE", ""), env.get("VERL_USE_EXTERNAL_MODULES",
-                   ""), ray, manifest.get("mlflow_run_id"), pre.read_run_id(ckpt))  # fmt: skip
+        return cls(
+            algo,
+            model,
+            why,
+            int(gpus),
+            int(nodes),
+            data,
+            exp,
+            ckpt,
+            env.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"),
+            reward,
+            env.get("GSM8K_SOURCE", ""),
+            env.get("VERL_USE_EXTERNAL_MODULES", ""),
+            ray,
+            manifest.get("mlflow_run_id"),
+            preflight.read_run_id(ckpt),
+        )
 
     @property
     def slots(self) -> int:
@@ -89,11 +103,15 @@ class Settings:
 
     def owned(self) -> dict[str, tuple[Any, str]]:
         """Config keys the environment owns: {key: (value, env knob)}."""
-        return {"actor_rollout_ref.model.path": (self.model, "MODEL_PATH"), "trainer.nnodes": (self.nnodes, "NNODES"),
-                "data.train_files": (str(self.data_dir / DATA_FILES[0]), "DATA_DIR"), "data.val_files":
-                (str(self.data_dir / DATA_FILES[1]), "DATA_DIR"), "trainer.n_gpus_per_node": (self.slots, "N_GPUS"),
-                "trainer.experiment_name": (self.experiment, "EXPERIMENT"),
-                "trainer.default_local_dir": (str(self.checkpoint_dir), "CHECKPOINT_DIR")}  # fmt: skip
+        return {
+            "actor_rollout_ref.model.path": (self.model, "MODEL_PATH"),
+            "trainer.nnodes": (self.nnodes, "NNODES"),
+            "data.train_files": (str(self.data_dir / RL_FILES[0]), "DATA_DIR"),
+            "data.val_files": (str(self.data_dir / RL_FILES[1]), "DATA_DIR"),
+            "trainer.n_gpus_per_node": (self.slots, "N_GPUS"),
+            "trainer.experiment_name": (self.experiment, "EXPERIMENT"),
+            "trainer.default_local_dir": (str(self.checkpoint_dir), "CHECKPOINT_DIR"),
+        }
 
 
 def choose_model(model_path: str, base: str, manifest: Path = SFT_MANIFEST) -> tuple[str, str, dict[str, Any]]:
@@ -103,8 +121,9 @@ def choose_model(model_path: str, base: str, manifest: Path = SFT_MANIFEST) -> t
     try:
         data = read_sft_manifest(manifest)
     except ValueError as exc:
-        raise LaunchError(f"{exc}: rerun the SFT notebook, remove the manifest to start from the released model, "
-                          "or set MODEL_PATH") from None  # fmt: skip
+        raise LaunchError(
+            f"{exc}: rerun the SFT notebook, remove the manifest to start from the released model, or set MODEL_PATH"
+        ) from None
     if data is None:
         return base, f"no SFT manifest at {manifest}: the base model (BASE_MODEL)", {}
     accuracy = ", ".join(f"{k} {v}" for k, v in (data.get("eval_accuracy") or {}).items())
@@ -134,24 +153,32 @@ def launcher_overrides(s: Settings) -> list[str]:
     fn = rewards.get_reward(s.reward)  # a function, or a functools.partial of one, in a file under rewards/
     func = getattr(fn, "func", fn)
     overrides = [f"{key}={hydra_str(value)}" for key, (value, _) in s.owned().items()]
-    overrides += [f"reward.custom_reward_function.path={hydra_str(inspect.getsourcefile(func))}",
-                  f"reward.custom_reward_function.name={func.__name__}",
-                  *(f"++reward.custom_reward_function.reward_kwargs.{k}={hydra_str(v)}"
-                    for k, v in getattr(fn, "keywords", {}).items())]  # fmt: skip
+    overrides += [
+        f"reward.custom_reward_function.path={hydra_str(inspect.getsourcefile(func))}",
+        f"reward.custom_reward_function.name={func.__name__}",
+        *(
+            f"++reward.custom_reward_function.reward_kwargs.{k}={hydra_str(v)}"
+            for k, v in getattr(fn, "keywords", {}).items()
+        ),
+    ]
     if "@" not in s.mlflow_uri.partition("://")[2].split("/")[0]:  # credentials never go into the config
         overrides.append(f"{ENV_VARS}.MLFLOW_TRACKING_URI={hydra_str(s.mlflow_uri)}")
     elif s.ray_address:  # a local Ray inherits the URI from this process, a `ray start` cluster does not
-        raise LaunchError(f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({s.ray_address}): "
-                          "its actors get the URI only through the job config, which must not hold secrets, so verl "
-                          "would train untracked. Use a URI without user:password@ and set MLFLOW_TRACKING_USERNAME "
-                          "/ MLFLOW_TRACKING_PASSWORD where `ray start` runs, or `ray stop` so main_ppo starts a "
-                          "local Ray (it inherits the URI from this process)")  # fmt: skip
+        raise LaunchError(
+            f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({s.ray_address}): "
+            "its actors get the URI only through the job config, which must not hold secrets, so verl "
+            "would train untracked. Use a URI without user:password@ and set MLFLOW_TRACKING_USERNAME "
+            "/ MLFLOW_TRACKING_PASSWORD where `ray start` runs, or `ray stop` so main_ppo starts a "
+            "local Ray (it inherits the URI from this process)"
+        )
     if s.n_gpus == 0 and s.ray_address:
-        raise LaunchError(f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU "
-                          f"platform), but RAY_ADDRESS={s.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
-                          "or set N_GPUS to its GPUs")  # fmt: skip
+        raise LaunchError(
+            f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU "
+            f"platform), but RAY_ADDRESS={s.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
+            "or set N_GPUS to its GPUs"
+        )
     if s.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
-        overrides += [f"++{k}={hydra_str(v)}" for k, v in rc.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
+        overrides += [f"++{k}={hydra_str(v)}" for k, v in config.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
     return overrides
 
 
@@ -161,23 +188,29 @@ def add(overrides: list[str], cfg: DictConfig, key: str, value: Any) -> None:
     OmegaConf.update(cfg, key.lstrip("+"), value, force_add=True)
 
 
-def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[rc.ConfigError]]:
+def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[config.ConfigError]]:
     """(overrides, composed config, problems): the one code path dry runs and real launches share."""
     overrides = [*launcher_overrides(s), *user]
-    cfg = rc.compose_config(f"{s.algo}_gsm8k", overrides)
+    cfg = config.compose_config(f"{s.algo}_gsm8k", overrides)
     if s.ray_address is None and OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus") is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        add(overrides, cfg, "ray_kwargs.ray_init.num_cpus", max(cpus, pre.ray_cpu_budget(cfg)))  # Ray does not pin
+        add(
+            overrides, cfg, "ray_kwargs.ray_init.num_cpus", max(cpus, preflight.ray_cpu_budget(cfg))
+        )  # Ray does not pin
     if s.run_id:
         add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", s.run_id)
-    problems = rc.check_config(cfg, user)
+    problems = config.check_config(cfg, user)
     # The Ray main_ppo starts: too small is refused here, so that a dry run refuses it as the launch does.
     local = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus")
-    if s.ray_address is None and local is not None and int(local) < (need := pre.ray_cpu_budget(cfg)):
-        why = f"{local}, but {pre.ray_cpu_needs(cfg)}: raise it to >= {need} (logical CPUs: Ray does not pin cores)"
-        problems.append(rc.ConfigError("ray_kwargs.ray_init.num_cpus", why))
-    problems += [rc.ConfigError(key, f"set it with the {env} environment variable, not a Hydra override")
-                 for key, (value, env) in s.owned().items() if OmegaConf.select(cfg, key) != value]  # fmt: skip
+    if s.ray_address is None and local is not None and int(local) < (need := preflight.ray_cpu_budget(cfg)):
+        why = f"{local}, but {preflight.ray_cpu_needs(cfg)}: raise it to >= {need}"
+        why += " (logical CPUs: Ray does not pin cores)"
+        problems.append(config.ConfigError("ray_kwargs.ray_init.num_cpus", why))
+    problems += [
+        config.ConfigError(key, f"set it with the {env} environment variable, not a Hydra override")
+        for key, (value, env) in s.owned().items()
+        if OmegaConf.select(cfg, key) != value
+    ]
     return overrides, cfg, problems
 
 
@@ -185,12 +218,12 @@ def summary(s: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]
     """What will run (or would, for a dry run), one line per topic."""
     g, ar, gpus = (lambda key: OmegaConf.select(cfg, key)), "actor_rollout_ref", s.slots * s.nnodes
     n, batch, mini = g(f"{ar}.rollout.n"), g("data.train_batch_size"), g(f"{ar}.actor.ppo_mini_batch_size")
-    tp, critic, ref = g(f"{ar}.rollout.tensor_model_parallel_size"), rc.need_critic(cfg), rc.need_ref(cfg)
+    tp, critic, ref = g(f"{ar}.rollout.tensor_model_parallel_size"), config.need_critic(cfg), config.need_ref(cfg)
     kl = f"KL loss {g(f'{ar}.actor.kl_loss_type')} {g(f'{ar}.actor.kl_loss_coef')}" if ref else "no KL"
     kl = f"KL in reward {g('algorithm.kl_ctrl.kl_coef')}" if g("algorithm.use_kl_in_reward") else kl
-    ready, data, rows = pre.data_status(s.data_dir)
+    ready, data, rows = preflight.data_status(s.data_dir)
     if ready:
-        data += f" -> {rows[DATA_FILES[0]] // batch} steps/epoch x {g('trainer.total_epochs')} epochs"
+        data += f" -> {rows[RL_FILES[0]] // batch} steps/epoch x {g('trainer.total_epochs')} epochs"
         data += f", capped at {cap} steps" if (cap := g("trainer.total_training_steps")) else ""
     else:
         data += " (a real launch runs data/prepare_gsm8k.py first)"
@@ -202,9 +235,9 @@ def summary(s: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]
     if "mlflow" in loggers:
         loggers += f" -> {s.mlflow_uri}, experiment {g('trainer.project_name')}, run {s.run_id or 'new'}"
     step, keep = latest_step(s.checkpoint_dir), g("trainer.max_actor_ckpt_to_keep")
-    ray = f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {pre.ray_cpu_budget(cfg)})"
+    ray = f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {preflight.ray_cpu_budget(cfg)})"
     rows = {
-        "config": f"{rc.CONFIG_DIR / s.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
+        "config": f"{config.CONFIG_DIR / s.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
         "model": f"{s.model}  ({s.model_reason})",
         "algorithm": f"{s.algo}: adv_estimator={g('algorithm.adv_estimator')}, critic {'on' if critic else 'off'}, "
         f"ref {'on' if ref else 'off'} ({kl})",
@@ -226,13 +259,15 @@ def check_resume(s: Settings, cfg: DictConfig, logged_params: dict[str, str]) ->
     """Refuse a rerun whose config differs from the one its MLflow run already logged as params."""
     if not ((saved := s.checkpoint_dir / "launch_config.yaml").is_file() and logged_params):
         return
-    old, new = (dict(rc.leaves(OmegaConf.to_container(c, resolve=True))) for c in (OmegaConf.load(saved), cfg))
+    old, new = (dict(config.leaves(OmegaConf.to_container(c, resolve=True))) for c in (OmegaConf.load(saved), cfg))
     if changed := sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")):
-        raise LaunchError(f"{s.checkpoint_dir} was launched with another config (changed: {', '.join(changed[:8])}"
-                          f"{', ...' if len(changed) > 8 else ''}). MLflow refuses changed parameters on the run this "
-                          "job would continue, and verl would then train untracked. Rerun with the old settings, "
-                          f"choose a new EXPERIMENT, or delete {s.checkpoint_dir / pre.RUN_ID_FILE} to continue in a "
-                          "new MLflow run")  # fmt: skip
+        raise LaunchError(
+            f"{s.checkpoint_dir} was launched with another config (changed: {', '.join(changed[:8])}"
+            f"{', ...' if len(changed) > 8 else ''}). MLflow refuses changed parameters on the run this "
+            "job would continue, and verl would then train untracked. Rerun with the old settings, "
+            f"choose a new EXPERIMENT, or delete {s.checkpoint_dir / preflight.RUN_ID_FILE} to continue in a "
+            "new MLflow run"
+        )
 
 
 def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: bool = False) -> int:
@@ -242,7 +277,7 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2
-    reward = rc.verl_validate(cfg, rewards.get_reward(s.reward))
+    reward = config.verl_validate(cfg, rewards.get_reward(s.reward))
     print(f"config: checks, verl's validate_config and reward loader: ok ({time.monotonic() - t0:.1f} s)")
     if dry_run:
         atomic_write(out := s.checkpoint_dir / "dry_run_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -250,28 +285,31 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
         print(summary(s, cfg, reward, ("resolved", out)) + f"\ndry run took {time.monotonic() - t0:.1f} s")
         return 0
 
-    if not pre.data_status(s.data_dir)[0]:
-        pre.prepare_data(s.data_dir, s.gsm8k_source)
-    print(f"preflight: checkpoints {pre.check_world_size(s.checkpoint_dir, s.slots * s.nnodes)}", flush=True)
+    if not preflight.data_status(s.data_dir)[0]:
+        preflight.prepare_data(s.data_dir, s.gsm8k_source)
+    print(f"preflight: checkpoints {preflight.check_world_size(s.checkpoint_dir, s.slots * s.nnodes)}", flush=True)
     keep = cfg.trainer.max_actor_ckpt_to_keep or 0
-    for gone in pre.prune_checkpoints(s.checkpoint_dir, keep) if keep else []:
+    for gone in preflight.prune_checkpoints(s.checkpoint_dir, keep) if keep else []:
         print(f"preflight: removed {gone} (trainer.max_actor_ckpt_to_keep={keep}; verl prunes only its own)")
     if not skip_preflight:
         if s.n_gpus:
-            print(f"preflight: GPUs {pre.check_gpus(s.n_gpus, cfg)}; /dev/shm {pre.check_shm()}", flush=True)
-        print(f"preflight: Ray {pre.check_ray(s.ray_address, s.slots, s.nnodes, cfg)}", flush=True)
+            print(
+                f"preflight: GPUs {preflight.check_gpus(s.n_gpus, cfg)}; /dev/shm {preflight.check_shm()}", flush=True
+            )
+        print(f"preflight: Ray {preflight.check_ray(s.ray_address, s.slots, s.nnodes, cfg)}", flush=True)
         # verl deletes its oldest checkpoint before it saves the next: at most `keep` new ones on disk
         hf = "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents
-        need = max(keep, 1) * pre.checkpoint_bytes(
-            pre.ensure_model(s.model), hf_weights=hf, critic=rc.need_critic(cfg)
+        need = max(keep, 1) * preflight.checkpoint_bytes(
+            preflight.ensure_model(s.model), hf_weights=hf, critic=config.need_critic(cfg)
         )
-        print(f"preflight: disk {pre.check_disk(s.checkpoint_dir, need)}", flush=True)
+        print(f"preflight: disk {preflight.check_disk(s.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:
         tags = {"algorithm": s.algo, "model": s.model, "model_source": s.model_reason, "reward": s.reward}
         tags |= {"launcher": "rl_launch.py", **({"sft_mlflow_run_id": str(s.sft_run_id)} if s.sft_run_id else {})}
-        uri, s.run_id, logged = pre.ensure_mlflow_run(s.mlflow_uri, cfg.trainer.project_name, s.experiment,
-                                                      s.checkpoint_dir, tags)  # fmt: skip
+        uri, s.run_id, logged = preflight.ensure_mlflow_run(
+            s.mlflow_uri, cfg.trainer.project_name, s.experiment, s.checkpoint_dir, tags
+        )
         if uri != s.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
             s.mlflow_uri = uri
             add(overrides, cfg, f"{ENV_VARS}.MLFLOW_TRACKING_URI", uri)
@@ -279,14 +317,20 @@ def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: 
     check_resume(s, cfg, logged)
     atomic_write(saved := s.checkpoint_dir / "launch_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"\nverl {s.algo.upper()} on GSM8K:\n{summary(s, cfg, reward, ('config', saved))}")
-    cmd = [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={rc.CONFIG_DIR}",
-           f"--config-name={s.algo}_gsm8k", *overrides]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "verl.trainer.main_ppo",
+        f"--config-path={config.CONFIG_DIR}",
+        f"--config-name={s.algo}_gsm8k",
+        *overrides,
+    ]
     env = dict(os.environ, MLFLOW_TRACKING_URI=s.mlflow_uri, **({"MLFLOW_RUN_ID": s.run_id} if s.run_id else {}))
     if s.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
     # verl imports these in every process (Ray workers inherit this env): metrics that outlive an MLflow outage,
-    # a local Ray start that survives a busy machine, and on CPU scripts/rl_cpu.py.
+    # a local Ray start that survives a busy machine, and on CPU scripts/rl/cpu_plugin.py.
     ours = (RESILIENT_MLFLOW, RAY_START, CPU_PLUGIN)
     modules = [m for m in s.external_modules.split(",") if m and m not in ours]
     modules += [RESILIENT_MLFLOW, RAY_START, *([CPU_PLUGIN] if s.n_gpus == 0 else [])]
@@ -308,13 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-preflight", action="store_true", help="skip the GPU/shm/Ray/disk checks")
     args, user = parser.parse_known_args(argv)
     if unknown := [o for o in user if o.startswith("-")]:
-        parser.error(f"unknown option(s) {' '.join(unknown)}: settings are environment variables (README, RL "
-                     "section); Hydra overrides look like key=value")  # fmt: skip
+        parser.error(
+            f"unknown option(s) {' '.join(unknown)}: settings are environment variables (README, RL "
+            "section); Hydra overrides look like key=value"
+        )
     try:
         return launch(Settings.from_env(args.algo), user, args.dry_run, args.skip_preflight)
-    except (rc.ConfigError, LaunchError) as exc:  # a config problem exits 2, anything else a launch needs 1
+    except (config.ConfigError, LaunchError) as exc:  # a config problem exits 2, anything else a launch needs 1
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, rc.ConfigError) else 1
+        return 2 if isinstance(exc, config.ConfigError) else 1
 
 
 if __name__ == "__main__":

@@ -92,12 +92,17 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
             add(key, f"verl would never read '+{key}' (use '++' to force it){nearest_key(cfg, key)}")
     for top in (k for k in LEGACY_REWARD_KEYS if k in cfg):
         for key, _ in (leaf for leaf in leaves(OmegaConf.to_container(cfg[top]), top) if leaf[1] is not None):
-            add(key, f"verl 0.9.1's main_ppo ignores the top-level '{top}' (only the fully-async trainer migrates "
-                     f"it) and would score with its built-in GSM8K scorer: use 'reward.{key}'")  # fmt: skip
+            add(
+                key,
+                f"verl 0.9.1's main_ppo ignores the top-level '{top}' (only the fully-async trainer migrates "
+                f"it) and would score with its built-in GSM8K scorer: use 'reward.{key}'",
+            )
     path = get("reward.custom_reward_function.path")
     if not path or not Path(path).is_absolute() or not Path(path).is_file():
-        add("reward.custom_reward_function.path", f"{path!r}: not an existing absolute file; verl would score "
-            "with its built-in GSM8K scorer")  # fmt: skip
+        add(
+            "reward.custom_reward_function.path",
+            f"{path!r}: not an existing absolute file; verl would score with its built-in GSM8K scorer",
+        )
     if not Path(str(get("trainer.default_local_dir"))).is_absolute():
         add("trainer.default_local_dir", "is relative: verl resolves it in each Ray worker's cwd")
 
@@ -111,8 +116,11 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
     if gpus % replica:
         add(f"{ar}.rollout.tensor_model_parallel_size", f"{gpus} GPUs do not split into replicas of {replica}")
     if seqs % gpus:
-        add("data.train_batch_size", f"train_batch_size * rollout.n = {seqs} sequences do not split over {gpus} "
-            "GPUs (trainer.n_gpus_per_node * trainer.nnodes)")  # fmt: skip
+        add(
+            "data.train_batch_size",
+            f"train_batch_size * rollout.n = {seqs} sequences do not split over {gpus} "
+            "GPUs (trainer.n_gpus_per_node * trainer.nnodes)",
+        )
 
     def micro(key: str, per_gpu: int, what: str) -> None:
         """Without dynamic batching, the per-GPU micro batch `key` must divide `per_gpu` sequences."""
@@ -123,8 +131,11 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
 
     def tokens(key: str) -> None:
         if int(get(key)) < max_seq:
-            add(key, f"{get(key)} tokens per GPU cannot hold one sequence of max_prompt_length + "
-                     f"max_response_length = {max_seq}")  # fmt: skip
+            add(
+                key,
+                f"{get(key)} tokens per GPU cannot hold one sequence of max_prompt_length + "
+                f"max_response_length = {max_seq}",
+            )
 
     share = seqs // gpus, "each GPU's share of the step"  # forward-only passes: log-probs, values
     roles = [(f"{ar}.actor", f"{ar}.rollout.log_prob")] + ([("critic", "critic.forward")] if need_critic(cfg) else [])
@@ -137,8 +148,11 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
         if batch < mini or batch % mini:
             add(f"{role}.ppo_mini_batch_size", f"{mini} prompts must divide data.train_batch_size ({batch})")
         if (mini * n) % (gpus // sp):
-            add(f"{role}.ppo_mini_batch_size", f"ppo_mini_batch_size * rollout.n = {mini * n} sequences do not split "
-                f"over {gpus // sp} data-parallel GPUs (n_gpus / ulysses_sequence_parallel_size)")  # fmt: skip
+            add(
+                f"{role}.ppo_mini_batch_size",
+                f"ppo_mini_batch_size * rollout.n = {mini * n} sequences do not split "
+                f"over {gpus // sp} data-parallel GPUs (n_gpus / ulysses_sequence_parallel_size)",
+            )
         elif not dynamic:
             micro(f"{role}.ppo_micro_batch_size_per_gpu", mini * n // (gpus // sp), "the per-GPU mini batch")
         for key in [f"{role}.ppo_max_token_len_per_gpu", f"{forward}_max_token_len_per_gpu"] if dynamic else []:

@@ -1,9 +1,9 @@
 """GSM8K evaluation throughput on this machine: vLLM against transformers (HF), on the same problems, in one run.
 
-    .venv-verl/bin/python -m scripts.bench_eval_backends                # `make bench` runs it
-    .venv-verl/bin/python -m scripts.bench_eval_backends --model DIR --problems 64 --max-new-tokens 128
+    .venv-verl/bin/python -m scripts.bench.eval_backends                # `make bench` runs it
+    .venv-verl/bin/python -m scripts.bench.eval_backends --model DIR --problems 64 --max-new-tokens 128
 
-Both backends run what scripts/evaluate.py runs (scripts/lib/evaluation.py: the chat template, greedy decoding,
+Both backends run what scripts/eval/evaluate.py runs (scripts/eval/evaluation.py: the chat template, greedy decoding,
 fp32 on CPU), on the fixture's GSM8K questions repeated to `--problems`. Without `--model` the model is a random
 Qwen2 built offline at a size where generation, not start-up, dominates (~30M parameters; random weights rarely
 stop early, so both backends write about `--max-new-tokens` tokens per problem). Each backend runs twice, on one
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from data.prompt import user_message
-from scripts.lib import evaluation, vllm_cpu
+from scripts.eval import evaluation, vllm_cpu
 from scripts.lib.tiny_model import FIXTURE, build_tiny_model
 
 
