@@ -2,6 +2,8 @@
 #   make test    create/reuse .venv, install requirements/test.lock exactly, create/reuse .venv-verl (the CPU
 #                verl trainer environment), lint, install Chromium if missing (for tests/test_web_ui.py), run the
 #                whole suite
+#   make test-fast  the inner loop: lint, then every test not marked `slow` (no Ray launch, no vLLM engine, no
+#                notebook kernel); times in docs/testing.md
 #   make venv-verl  .venv-verl only: services/verl/requirements-cpu.lock (the verl image's CPU variant), for
 #                `N_GPUS=0 PYTHON=.venv-verl/bin/python bash scripts/run_ppo.sh` and the CPU training tests
 #   make lint    ruff + shellcheck only
@@ -23,7 +25,7 @@ PYTEST_ARGS ?=
 # Any of these (or $CHROMIUM) lets tests/test_web_ui.py drive a headless browser; they skip themselves without one.
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
-.PHONY: test lint browser lock bench venv venv-verl clean test-stack
+.PHONY: test test-fast lint browser lock bench venv venv-verl clean test-stack
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +67,9 @@ browser:
 
 test: lint browser venv-verl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # DOCKER_HOST comes from scripts/engine/podman.sh (empty: the engine `docker` already talks to).
 test-stack: venv browser

@@ -1,4 +1,4 @@
-"""GSM8K -> verl RL parquet, TRL SFT parquet and manifest.json for every stage (README: "Prepare GSM8K").
+"""GSM8K -> verl RL parquet, TRL SFT parquet and manifest.json for every stage (docs/data.md).
 
 Sources are read with `datasets.load_dataset`, as verl's examples/data_preprocess/gsm8k.py does.
 """
@@ -335,7 +335,7 @@ def prepare(
     revision: str | None = None,
     force: bool = False,
 ) -> bool:
-    """Build the outputs (README: "Prepare GSM8K"). Returns False when they were already up to date."""
+    """Build the outputs (docs/data.md). Returns False when they were already up to date."""
     rows, description = load_source(source, test_source, config, revision)
     examples = validate(rows)
     logger.info("validated %d rows: every SFT target scores 1.0 in the strict reward", sum(map(len, rows.values())))

@@ -1,31 +1,35 @@
 """SFT of a chat model on GSM8K with TRL: the tested logic behind notebooks/sft_training.ipynb, one step a function.
 
 Batching (`batching`): `packed` (default: TRL best-fit-decreasing packing fed padding-free), `padding_free`, or
-`padded` (the baseline scripts/bench_sft_packing.py measures against). Loss on the completion only. GPU: fp32
+`padded` (the baseline scripts/bench/sft_packing.py measures against). Loss on the completion only. GPU: fp32
 master weights, bf16 autocast, FlashAttention-2 when installed (else SDPA); CPU: fp32 and SDPA.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gc
 import json
 import logging
 import os
 import shutil
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data import readiness
 from data.prompt import PROMPT_VERSION
 from rewards.gsm8k import MODES
-from scripts.lib import evaluation
+from scripts.eval import evaluation
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import check_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.paths import DEFAULT_MODEL, REPO_ROOT, display_path, under_repo
-from scripts.lib.prompt_check import stale_prompt
+from scripts.lib.paths import display_path, under_repo
 from scripts.lib.resilient_mlflow import use_resilient_mlflow
 
 if TYPE_CHECKING:
@@ -39,38 +43,112 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BATCHING = ("packed", "padding_free", "padded")
-DATA_FILES = {"sft_train": "sft_train.parquet", "sft_val": "sft_val.parquet", "val": "val.parquet"}
+NOTEBOOK = Path(__file__).with_name("sft_training.ipynb")  # its parameters cell holds every knob's value
+PARAMETERS_TAG = "parameters"  # papermill's
 
 
-@dataclass
+class KnobError(ValueError):
+    """A knob is missing, unknown, not a literal in the parameters cell, or of the wrong type."""
+
+
+def notebook_parameters(notebook: str | Path = NOTEBOOK) -> dict[str, Any]:
+    """The knobs and their values in `notebook`'s parameters cell (the one tagged `parameters`), read with `ast`.
+
+    The cell holds only `name = <literal>` lines (and comments): anything else, or a name set twice, is a
+    KnobError naming the line. Nothing in the cell is executed.
+    """
+    cells = [
+        c for c in json.loads(Path(notebook).read_text())["cells"] if PARAMETERS_TAG in c["metadata"].get("tags", [])
+    ]
+    if len(cells) != 1:
+        raise KnobError(f"{display_path(str(notebook))}: {len(cells)} cells are tagged {PARAMETERS_TAG!r}; want one")
+    source = "".join(cells[0]["source"])
+    lines = source.splitlines()
+    values: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        where = f"{display_path(str(notebook))}, parameters cell, line {node.lineno}: {lines[node.lineno - 1]!r}"
+        if not isinstance(target, ast.Name):
+            raise KnobError(f"{where} is not `name = <literal value>`")
+        if target.id in values:
+            raise KnobError(f"{where} sets {target.id} a second time")
+        try:
+            values[target.id] = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError):
+            raise KnobError(f"{where}: the value is not a literal (a number, string, bool, None, ...)") from None
+    return values
+
+
+@dataclass(kw_only=True)
 class SFTRunConfig:
-    """Every knob of one SFT run. Defaults are the real run on one H100 (the notebook's parameters cell)."""
+    """Every knob of one SFT run: its name and type. The values, and what each knob means, live in one place: the
+    parameters cell of notebooks/sft_training.ipynb (papermill's `-p` and a researcher both edit them there).
 
-    model_path: str = DEFAULT_MODEL
-    data_dir: str = "data/gsm8k"  # relative paths are under the repo root
-    output_dir: str | None = None  # None: models/sft/<run_name>
-    manifest_path: str = "models/sft/latest.json"  # what scripts/run_ppo.sh reads
-    num_train_epochs: float = 3.0
-    max_steps: int = -1  # -1: run num_train_epochs
-    learning_rate: float = 1e-5
-    per_device_train_batch_size: int = 8  # packed rows of max_length tokens (~32 problems per step)
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024  # a GSM8K prompt + solution is a few hundred tokens: none is truncated
-    batching: str = "packed"
-    gradient_checkpointing: bool = False  # 0.5B fits in 80 GB without it; it would cost ~25% speed
-    warmup_ratio: float = 0.03
-    logging_steps: int = 10
-    max_samples: int | None = None  # None: all of sft_train
-    eval_samples: int = 512  # val problems evaluated before and after (512 = the whole val split)
-    eval_max_new_tokens: int = evaluation.DEFAULT_MAX_NEW_TOKENS
-    eval_batch_size: int = 64
-    eval_backend: str = "hf"  # the training process holds the GPU: transformers generate, not a vLLM engine
-    mlflow_experiment: str = "gsm8k-sft"
-    run_name: str | None = None  # None: sft-<UTC timestamp>
-    seed: int = 42
-    system_metrics_interval_s: float = 10.0
+    In the notebook: `SFTRunConfig.from_namespace(globals())`; anywhere else (tests, scripts):
+    `SFTRunConfig.from_notebook(**overrides)`, the cell's values with some replaced.
+    """
+
+    model_path: str
+    data_dir: str
+    output_dir: str | None
+    manifest_path: str
+    num_train_epochs: float
+    max_steps: int
+    learning_rate: float
+    warmup_ratio: float
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_length: int
+    batching: str
+    gradient_checkpointing: bool
+    max_samples: int | None
+    eval_samples: int
+    eval_max_new_tokens: int
+    eval_batch_size: int
+    eval_backend: str
+    logging_steps: int
+    mlflow_experiment: str
+    run_name: str | None  # None: sft-<UTC timestamp>, set here
+    seed: int
+    system_metrics_interval_s: float
+
+    @classmethod
+    def knobs(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> SFTRunConfig:
+        """The config from the knobs in `namespace` (the notebook's `globals()`: its parameters cell, and papermill's
+        injected `-p` values); other names there are ignored. A knob it lacks is a KnobError naming it."""
+        missing = [name for name in cls.knobs() if name not in namespace]
+        if missing:
+            raise KnobError(
+                f"no value for {', '.join(missing)}: set it in the parameters cell of {display_path(str(NOTEBOOK))} "
+                "(the cell tagged 'parameters'), run that cell, then this one"
+            )
+        return cls(**{name: namespace[name] for name in cls.knobs()})
+
+    @classmethod
+    def from_notebook(cls, notebook: str | Path = NOTEBOOK, /, **overrides: Any) -> SFTRunConfig:
+        """The config the notebook runs by default (its parameters cell), with `overrides` replacing some knobs."""
+        values = notebook_parameters(notebook)
+        where = f"the parameters cell of {display_path(str(notebook))}"
+        extra, missing = sorted(values.keys() - cls.knobs()), [k for k in cls.knobs() if k not in values]
+        if extra:
+            raise KnobError(f"{where} sets {', '.join(extra)}, which SFTRunConfig (notebooks/sft.py) has no field for")
+        if missing:
+            raise KnobError(f"{where} sets no {', '.join(missing)}: add `name = <value>` lines for them there")
+        unknown = sorted(overrides.keys() - values.keys())
+        if unknown:
+            raise KnobError(f"unknown knob {', '.join(unknown)}; the knobs: {', '.join(cls.knobs())}")
+        return cls(**{**values, **overrides})
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for name in self.knobs():
+            setattr(self, name, _checked(name, getattr(self, name), hints[name]))
         if self.batching not in BATCHING:
             raise ValueError(f"batching={self.batching!r}; choose one of {', '.join(BATCHING)}")
         if self.eval_backend not in evaluation.BACKENDS:
@@ -97,25 +175,25 @@ class SFTRunConfig:
         return {f"sft.{k}": v for k, v in dataclasses.asdict(self).items()}
 
 
-def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
-    """The parquet files SFT needs; raises FileNotFoundError with the data-prep command if any is missing.
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """`value` if it has the knob's type (an int where a float is wanted becomes one), else a KnobError naming it."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if float in allowed and type(value) is int:
+        return float(value)
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return value
+    wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise KnobError(f"{name}={value!r}: a {type(value).__name__}, want {wanted}")
 
-    Also checks `model_path` (a model folder, or a hub id that can load), so a typo stops here, not minutes later.
+
+def check_data(cfg: SFTRunConfig) -> dict[str, Path]:
+    """The parquet files SFT needs (data/readiness.py's check: missing or stale data raises DataNotReady with the
+    data-prep command, to run in a JupyterLab terminal). Also checks `model_path` (a model folder, or a hub id
+    that can load), so a typo stops here, not minutes later.
     """
-    files = {name: cfg.data_path / filename for name, filename in DATA_FILES.items()}
-    missing = [p.name for p in files.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"GSM8K data is missing in {cfg.data_path}: {', '.join(missing)}.\n"
-            "Prepare it once (downloads openai/gsm8k into the shared HF cache), e.g. in a JupyterLab terminal "
-            "(File > New > Terminal), then run this notebook again:\n\n"
-            f"    python {REPO_ROOT / 'data' / 'prepare_gsm8k.py'} --output-dir {cfg.data_path}\n"
-        )
-    stale = stale_prompt(cfg.data_path)
-    if stale:
-        raise ValueError(stale)
+    readiness.check_data(cfg.data_path, readiness.SFT_FILES)
     check_model(cfg.model_path)
-    return files
+    return {name.removesuffix(".parquet"): cfg.data_path / name for name in readiness.SFT_FILES}
 
 
 def load_sft_datasets(cfg: SFTRunConfig, files: dict[str, Path]) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -182,7 +260,7 @@ def build_trainer(
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL defaults to True; see SFTRunConfig
+        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL defaults to True; the notebook's is False
         bf16=cuda,  # autocast; TRL's default (True) would also turn it on for CPU
         tf32=True if cuda else None,
         max_length=None if cfg.batching == "padding_free" else cfg.max_length,
@@ -254,12 +332,12 @@ def end_mlflow_run() -> None:
 
 
 def evaluate_model(cfg: SFTRunConfig, model: str | Path, stage: str) -> evaluation.EvalResult:
-    """Greedy accuracy on the first `eval_samples` val problems (scripts/evaluate.py), logged as `val_<stage>/`."""
+    """Greedy accuracy on the first `eval_samples` val problems (scripts/eval/evaluation.py), as `val_<stage>/`."""
     import mlflow
 
     result = evaluation.evaluate(
         model,
-        cfg.data_path / DATA_FILES["val"],
+        cfg.data_path / "val.parquet",
         backend=cfg.eval_backend,
         limit=cfg.eval_samples,
         max_new_tokens=cfg.eval_max_new_tokens,
@@ -375,9 +453,16 @@ def side_by_side(before: evaluation.EvalResult, after: evaluation.EvalResult, k:
     import pandas as pd
 
     b, a = pd.DataFrame(before.samples[:k]), pd.DataFrame(after.samples[:k])
-    return pd.DataFrame({"question": b["question"], "answer": b["ground_truth"], "before": b["response"],
-                         "before_strict_ok": b["correct_strict"], "after": a["response"],
-                         "after_strict_ok": a["correct_strict"]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "question": b["question"],
+            "answer": b["ground_truth"],
+            "before": b["response"],
+            "before_strict_ok": b["correct_strict"],
+            "after": a["response"],
+            "after_strict_ok": a["correct_strict"],
+        }
+    )
 
 
 def free_gpu_memory() -> str:

@@ -71,7 +71,7 @@ HOST_GID=$(get HOST_GID 1000)
 BIND_ADDRESS=$(get BIND_ADDRESS 127.0.0.1)
 probe_address=${BIND_ADDRESS}
 [[ "${probe_address}" == 0.0.0.0 ]] && probe_address=127.0.0.1
-# The CPU stack (README "The stack without GPUs") needs no driver, GPU or container toolkit.
+# The CPU stack (docs/cpu.md) needs no driver, GPU or container toolkit.
 cpu_stack=false
 [[ "$(get COMPOSE_FILE)" == *docker-compose.cpu.yml* || "${N_GPUS}" == 0 ]] && cpu_stack=true
 
@@ -94,7 +94,7 @@ else
     check_token JUPYTER_TOKEN "JupyterLab asks for it"
     check_token RAY_AUTH_TOKEN "Ray refuses clients without it; on a worker, the head's"
     if [[ -n "$(get GPU_DEVICES)" ]]; then
-        report WARN ".env: GPU_DEVICES is no longer read: the containers get the first N_GPUS GPUs (README: \"Choosing GPUs\" to pick others); delete the line"
+        report WARN ".env: GPU_DEVICES is no longer read: the containers get the first N_GPUS GPUs (docs/operations.md, \"Choosing GPUs\", to pick others); delete the line"
     fi
     compose_file=$(get COMPOSE_FILE)
     if [[ -n "$(get RAY_HEAD_IP)" && "${compose_file}" != *docker-compose.multinode.yml* && "${compose_file}" != *docker-compose.worker.yml* ]]; then
@@ -150,7 +150,7 @@ else
     elif ((N_GPUS > gpu_count)); then
         report FAIL "GPUs: N_GPUS=${N_GPUS} but this machine has ${gpu_count} GPU(s): Docker cannot reserve them; set N_GPUS=${gpu_count} or fewer in .env"
     elif ((N_GPUS < gpu_count)); then
-        report WARN "GPUs: using the first ${N_GPUS} of ${gpu_count} (N_GPUS=${N_GPUS}; README \"Choosing GPUs\" to pick others)"
+        report WARN "GPUs: using the first ${N_GPUS} of ${gpu_count} (N_GPUS=${N_GPUS}; docs/operations.md, \"Choosing GPUs\", to pick others)"
     else
         report PASS "GPUs: ${gpu_count} found, N_GPUS=${N_GPUS}"
     fi

@@ -2,7 +2,7 @@
 # Write .env for this machine from .env.example: the first of the two set-up commands.
 #
 #   bash scripts/init_env.sh            # then: docker compose up -d
-#   BIND_ADDRESS=10.0.0.1 bash scripts/init_env.sh                      # UIs on a private network (README)
+#   BIND_ADDRESS=10.0.0.1 bash scripts/init_env.sh                      # UIs on a private network (docs/operations.md)
 #   CLUSTER=head RAY_HEAD_IP=10.0.0.1 bash scripts/init_env.sh          # the head of a multi-machine cluster
 #   CLUSTER=worker RAY_HEAD_IP=10.0.0.1 RAY_AUTH_TOKEN=<head's> bash scripts/init_env.sh   # a worker machine
 #   ENV_FILE=/tmp/test.env bash scripts/init_env.sh
@@ -18,7 +18,7 @@
 #   - BIND_ADDRESS from the environment (CLUSTER=head: RAY_HEAD_IP), with that address added to
 #     MLFLOW_ALLOWED_HOSTS and MLFLOW_CORS_ALLOWED_ORIGINS (MLflow answers 403 to Host names it does not list);
 #   - CLUSTER=head|worker: RAY_HEAD_IP, and COMPOSE_FILE naming docker-compose.multinode.yml (head) or
-#     docker-compose.worker.yml (worker), so the plain `docker compose` commands of the README use them.
+#     docker-compose.worker.yml (worker), so the plain `docker compose` commands of docs/operations.md use them.
 # The file is created with mode 0600 and renamed into place only when complete. An existing .env is
 # never overwritten: the script lists the keys it lacks or has beyond .env.example and says how to
 # regenerate it.

@@ -5,7 +5,7 @@
 #   docker compose exec verl bash run_ppo.sh --dry-run           # compose + validate only, no GPU needed
 #   N_GPUS=1 REWARD=gsm8k_flexible bash scripts/run_ppo.sh trainer.total_epochs=1   # env knobs + Hydra overrides
 #
-# Hyperparameters: verl_configs/ppo_gsm8k.yaml; env knobs (PYTHON: the one with verl): README, RL section.
+# Hyperparameters: verl_configs/ppo_gsm8k.yaml; env knobs (PYTHON: the one with verl): docs/rl.md.
 set -euo pipefail
 
 # The repo root on PYTHONPATH (the containers set /workspace): Ray's workers import scripts/rl/cpu_plugin.py from it on CPU.

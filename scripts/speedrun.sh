@@ -15,7 +15,7 @@
 # Knobs (environment): QUICK=1; FROM=<stage>; COMPOSE (default `docker compose`: the stack of this checkout,
 # .env's COMPOSE_FILE included); extra arguments per stage: DATA_ARGS (prepare_gsm8k.py), SFT_ARGS (papermill
 # `-p name value` pairs), RL_ARGS (Hydra overrides for both RL runs), EVAL_ENV (`NAME=value ...` for
-# evaluate_all.py). Roughly, on 4x H100: data 1 min, SFT 15 min, PPO and GRPO hours (15 epochs), eval 20 min.
+# scripts.eval.run_all). Roughly, on 4x H100: data 1 min, SFT 15 min, PPO and GRPO hours (15 epochs), eval 20 min.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

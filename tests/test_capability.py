@@ -57,6 +57,7 @@ def test_compare_flags_only_drops_beyond_noise():
     assert by[("ppo", "mmlu")]["delta"] == pytest.approx(-0.10)
 
 
+@pytest.mark.slow
 def test_prefetch_loads_every_task_of_the_suite_without_a_model(tmp_path):
     suite = write_suite(tmp_path, f"tasks:\n  tiny_arith:\n    file: {LOCAL_TASK}\n    metric: acc\n")
     proc = subprocess.run(

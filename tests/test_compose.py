@@ -113,7 +113,7 @@ def services(config: dict) -> dict:
         "worker",
         "worker-setup",
         "ray-dashboard",
-    ],  # fmt: skip
+    ],
 )
 def test_compose_config_is_valid(files, profiles, extra_env):
     profile_args = [arg for p in profiles for arg in ("--profile", p)]
@@ -126,9 +126,13 @@ ALL_FILES = (*CPU_FILES, *MULTINODE_FILES[1:], *WORKER_FILES, *DASHBOARD_FILES[1
 REQUIRED = sorted(  # (file, variable): every `${VAR:?message}` the compose files hold
     {(name, var) for name in ALL_FILES for var in re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", (REPO / name).read_text())}
 )
-FILES_OF = {"docker-compose.yml": STACK_FILES, "docker-compose.cpu.yml": CPU_FILES,
-            "docker-compose.multinode.yml": MULTINODE_FILES, "docker-compose.worker.yml": WORKER_FILES,
-            "docker-compose.ray-dashboard.yml": DASHBOARD_FILES}  # fmt: skip
+FILES_OF = {
+    "docker-compose.yml": STACK_FILES,
+    "docker-compose.cpu.yml": CPU_FILES,
+    "docker-compose.multinode.yml": MULTINODE_FILES,
+    "docker-compose.worker.yml": WORKER_FILES,
+    "docker-compose.ray-dashboard.yml": DASHBOARD_FILES,
+}
 
 
 def test_the_required_values_are_the_secrets_and_the_head_address():
@@ -267,13 +271,21 @@ def test_gpu_count_comes_from_env(services):
         assert one_gpu[name]["environment"]["N_GPUS"] == "1"
 
 
-def test_the_readmes_gpu_override_picks_gpus_as_separate_ids(tmp_path):
-    """README "Choosing GPUs": its override file, as written, gives both containers GPUs 2 and 3 by id."""
-    readme = (REPO / "README.md").read_text()
-    snippet = re.search(r"```yaml\n# gpus.yml\n(.*?)```", readme, re.S).group(1)
+def test_the_documented_gpu_override_picks_gpus_as_separate_ids(tmp_path):
+    """The documented "Choosing GPUs" override file (docs/operations.md), as written, gives both containers GPUs 2
+    and 3 by id."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = [m.group(1) for p in pages if (m := re.search(r"```yaml\n# gpus.yml\n(.*?)```", p.read_text(), re.S))]
+    assert found, "no README.md or docs/*.md holds the gpus.yml override"
+    snippet = found[0]
     (tmp_path / "gpus.yml").write_text(snippet)
-    proc = compose("config", "--format", "json", files=(*STACK_FILES, str(tmp_path / "gpus.yml")),
-                   env=clean_env(**SECRETS, N_GPUS="2"))  # fmt: skip
+    proc = compose(
+        "config",
+        "--format",
+        "json",
+        files=(*STACK_FILES, str(tmp_path / "gpus.yml")),
+        env=clean_env(**SECRETS, N_GPUS="2"),
+    )
     assert proc.returncode == 0, proc.stderr
     picked = json.loads(proc.stdout)["services"]
     for name in TRAINING:
@@ -455,11 +467,21 @@ def test_worker_joins_the_head_over_the_host_network():
 
 
 def test_worker_setup_fills_the_cache_volume_the_worker_mounts():
-    """The README's `docker compose --profile setup run --rm setup` on a worker (COMPOSE_FILE: the worker file)
-    needs no JUPYTER_TOKEN and downloads into the volume verl-worker reads, not another project's."""
+    """The documented `docker compose --profile setup run --rm setup` on a worker (docs/operations.md; COMPOSE_FILE:
+    the worker file) needs no JUPYTER_TOKEN and downloads into the volume verl-worker reads, not another project's."""
     env = clean_env(RAY_AUTH_TOKEN=RAY_TOKEN, RAY_HEAD_IP="10.0.0.1", COMPOSE_FILE="docker-compose.worker.yml")
-    cmd = [str(COMPOSE_BIN), "--project-directory", str(REPO), "--env-file", str(ENV_EXAMPLE), "--profile", "setup",
-           "config", "--format", "json"]  # fmt: skip
+    cmd = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(REPO),
+        "--env-file",
+        str(ENV_EXAMPLE),
+        "--profile",
+        "setup",
+        "config",
+        "--format",
+        "json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr  # no JUPYTER_TOKEN on a worker
     config = json.loads(proc.stdout)
@@ -472,8 +494,11 @@ def test_worker_setup_fills_the_cache_volume_the_worker_mounts():
 
 def test_prefetch_usage_lines_are_valid_compose_invocations():
     """Arguments after a service name replace its command: prefetch.sh's documented extra args follow its name."""
-    usage = [line for line in (REPO / "services/verl/prefetch.sh").read_text().splitlines()
-             if line.startswith("#   docker compose")]  # fmt: skip
+    usage = [
+        line
+        for line in (REPO / "services/verl/prefetch.sh").read_text().splitlines()
+        if line.startswith("#   docker compose")
+    ]
     assert len(usage) == 2
     for line in usage:
         args = line.split("#")[1].split()
@@ -515,8 +540,11 @@ def mlflow_service(services, tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["bash", str(REPO / "services/mlflow/entrypoint.sh"), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -594,9 +622,12 @@ def test_mlflow_entrypoint_uses_postgres_when_the_backend_says_so(tmp_path):
     sock, port = listening_port()
     with sock:
         proc, call = run_entrypoint(
-            tmp_path, MLFLOW_BACKEND="postgres", MLFLOW_DB_HOST="127.0.0.1", MLFLOW_DB_PORT=str(port),
+            tmp_path,
+            MLFLOW_BACKEND="postgres",
+            MLFLOW_DB_HOST="127.0.0.1",
+            MLFLOW_DB_PORT=str(port),
             POSTGRES_PASSWORD=password,
-        )  # fmt: skip
+        )
     assert proc.returncode == 0, proc.stderr
     uri, *args = call.splitlines()
     assert uri == f"postgresql+psycopg://mlflow:p%40ss%2Fw%3Ard@127.0.0.1:{port}/mlflow"
@@ -607,9 +638,13 @@ def test_mlflow_entrypoint_uses_postgres_when_the_backend_says_so(tmp_path):
 def test_mlflow_entrypoint_refuses_an_unreachable_postgres_instead_of_an_empty_sqlite(tmp_path):
     """The old failure: `up` without the profile (or a reboot) silently started on a new, empty SQLite store."""
     proc, call = run_entrypoint(
-        tmp_path, MLFLOW_BACKEND="postgres", MLFLOW_DB_HOST="127.0.0.1", MLFLOW_DB_PORT=str(free_port()),
-        MLFLOW_DB_WAIT_S="2", POSTGRES_PASSWORD="secret-password",
-    )  # fmt: skip
+        tmp_path,
+        MLFLOW_BACKEND="postgres",
+        MLFLOW_DB_HOST="127.0.0.1",
+        MLFLOW_DB_PORT=str(free_port()),
+        MLFLOW_DB_WAIT_S="2",
+        POSTGRES_PASSWORD="secret-password",
+    )
     assert proc.returncode != 0 and call == ""  # mlflow never started
     assert "did not answer within 2s" in proc.stderr and "--profile postgres" in proc.stderr
     assert not (tmp_path / "data" / "mlflow.db").exists()
@@ -658,9 +693,16 @@ def test_verl_service_command_starts_a_ray_head_that_workers_inherit_mlflow_from
     rc, err, call = run_ray_node(tmp_path, verl["command"][1:], verl["environment"])
     assert rc == 0, err
     assert call["args"] == [
-        "start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--dashboard-port=8265",
-        "--block", "--num-cpus=48", "--num-gpus=4", "--disable-usage-stats",
-    ]  # fmt: skip
+        "start",
+        "--head",
+        "--port=6379",
+        "--dashboard-host=0.0.0.0",
+        "--dashboard-port=8265",
+        "--block",
+        "--num-cpus=48",
+        "--num-gpus=4",
+        "--disable-usage-stats",
+    ]
     assert call["mlflow"] == "http://mlflow:5000"  # in ray start's environment: every Ray worker inherits it
     assert call["auth"] == ["token", RAY_TOKEN]
     assert call["umask"] == "0002"
@@ -695,6 +737,11 @@ def test_ray_worker_joins_the_head_address(tmp_path):
     rc, err, call = run_ray_node(tmp_path, ["worker", "10.0.0.1:6379"], env, gpus=2)
     assert rc == 0, err
     assert call["args"] == [
-        "start", "--address=10.0.0.1:6379", "--block", "--num-cpus=16", "--num-gpus=2",
-        "--disable-usage-stats", "--node-ip-address=10.0.0.2",
-    ]  # fmt: skip
+        "start",
+        "--address=10.0.0.1:6379",
+        "--block",
+        "--num-cpus=16",
+        "--num-gpus=2",
+        "--disable-usage-stats",
+        "--node-ip-address=10.0.0.2",
+    ]

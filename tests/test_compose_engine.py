@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_BIN = Path(sys.executable).with_name("docker-compose")
 PROJECT = "gsm8k-posttrain-test"
 SERVICES = ("mlflow", "jupyter", "verl")
-HEALTHY_WITHIN_S = 300  # `up -d --wait` from built images to all three healthy (measured: see the README)
+HEALTHY_WITHIN_S = 300  # `up -d --wait` from built images to all three healthy (measured: see docs/cpu.md)
 HOST_UID = os.getuid() if os.getuid() != 0 else int(os.environ.get("ENGINE_TEST_UID", "1000"))
 HOST_GID = os.getgid() if os.getuid() != 0 else int(os.environ.get("ENGINE_TEST_GID", "1000"))
 FIXTURE = "/workspace/tests/fixtures/gsm8k_sample.jsonl"
@@ -134,8 +134,17 @@ def settings(env_file: Path) -> dict[str, str]:
 
 def compose(env_file: Path, *args: str, timeout: float = 1800, check: bool = True, files=FILES, project_dir=None):
     project_dir = project_dir or env_file.parent
-    cmd = [str(COMPOSE_BIN), "--project-directory", str(project_dir), "-p", PROJECT,
-           "--env-file", str(env_file), *[a for f in files for a in ("-f", str(REPO / f))], *args]  # fmt: skip
+    cmd = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(project_dir),
+        "-p",
+        PROJECT,
+        "--env-file",
+        str(env_file),
+        *[a for f in files for a in ("-f", str(REPO / f))],
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=project_dir, env=env)
     if check:
@@ -201,8 +210,20 @@ def test_images_are_built_from_the_dockerfiles_with_their_locks(images, env_file
         if VARIANT == "cpu":
             assert image.endswith("-cpu") or "cpu-" in image, image
         # What the build verified, checked again in the image as it runs: the lock installed exactly.
-        proc = compose(env_file, "run", "--rm", "--no-deps", "-T", "--entrypoint", "python", name,
-                       "/opt/stack/locks.py", "verify", "/opt/stack/requirements.lock", check=False)  # fmt: skip
+        proc = compose(
+            env_file,
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "python",
+            name,
+            "/opt/stack/locks.py",
+            "verify",
+            "/opt/stack/requirements.lock",
+            check=False,
+        )
         assert proc.returncode == 0 and "installed exactly" in proc.stderr, proc.stdout + proc.stderr
         size = subprocess.run(
             ["docker", "image", "inspect", "--format", "{{.Size}}", image], capture_output=True, text=True
@@ -215,8 +236,20 @@ def test_containers_refuse_to_run_as_root(images, env_file):
     # Not `run --rm`: podman's Docker API then reports exit code 0 for every container.
     name = f"{PROJECT}-as-root-{secrets.token_hex(4)}"
     try:
-        proc = compose(env_file, "run", "--name", name, "--no-deps", "-T", "--user", "0:0", "verl",
-                       "touch", "/workspace/models/ran-as-root", check=False)  # fmt: skip
+        proc = compose(
+            env_file,
+            "run",
+            "--name",
+            name,
+            "--no-deps",
+            "-T",
+            "--user",
+            "0:0",
+            "verl",
+            "touch",
+            "/workspace/models/ran-as-root",
+            check=False,
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -267,7 +300,7 @@ def test_processes_run_as_the_host_user_with_umask_0002_however_started(stack):
 NOTEBOOK_STEPS = """
 import sys
 from notebooks import sft
-cfg = sft.SFTRunConfig(model_path=sys.argv[1], output_dir=sys.argv[2], run_name="engine-test")
+cfg = sft.SFTRunConfig.from_notebook(model_path=sys.argv[1], output_dir=sys.argv[2], run_name="engine-test")
 files = sft.check_data(cfg)
 train, val = sft.load_sft_datasets(cfg, files)
 model, tokenizer = sft.load_model(cfg)
@@ -292,7 +325,8 @@ import datasets
 ds = datasets.load_dataset("json", data_files="{FIXTURE}", download_mode="force_redownload")
 print("cached", ds["train"].cache_files[0]["filename"])
 """
-PREPARE = ["python", "/workspace/data/prepare_gsm8k.py", "--source", FIXTURE, "--val-size", "4", "--force"]
+# Data prep as the README and docs/data.md spell it (`docker compose exec verl python -m data.prepare_gsm8k`).
+PREPARE = ["python", "-m", "data.prepare_gsm8k", "--source", FIXTURE, "--val-size", "4", "--force"]
 
 
 def not_shared(stack: Path, service: str) -> list[str]:
@@ -301,8 +335,10 @@ def not_shared(stack: Path, service: str) -> list[str]:
     change it; safetensors files are the one exception to group-writable: the library creates them 0600 whatever
     the umask (the code that exports a model shares it: notebooks/sft.py does)."""
     paths = "/workspace/data/gsm8k /workspace/models/sft /workspace/models/rl /cache/huggingface"
-    find = (f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w "
-            "! -name '*.safetensors' -o ! -perm -u+rw \\) -printf '%u:%g %m %p\\n'; fi; done")  # fmt: skip
+    find = (
+        f"for p in {paths}; do if [ -e $p ]; then find $p -mindepth 1 \\( ! -uid {HOST_UID} -o ! -perm -g+w "
+        "! -name '*.safetensors' -o ! -perm -u+rw \\) -printf '%u:%g %m %p\\n'; fi; done"
+    )
     return exec_in(stack, service, "bash", "-c", find).stdout.splitlines()
 
 
@@ -314,7 +350,7 @@ def as_host_user(*cmd: str) -> subprocess.CompletedProcess:
 def test_verl_jupyter_and_the_host_user_read_overwrite_and_delete_each_others_files(stack, stage, first):
     second = "jupyter" if first == "verl" else "verl"
     checkpoint = f"/workspace/models/sft/engine-test-{first}-first"
-    # 1. data prep, literally as the README runs it (`docker compose exec <service> python ...`), and a dataset in
+    # 1. data prep, literally as the docs run it (`docker compose exec <service> python -m ...`), and a dataset in
     #    the HF cache; 2. the other service reads and rebuilds both; 3. the notebook's steps and a verl job, each
     #    writing over what the other wrote.
     for service in (first, second):
@@ -332,8 +368,11 @@ def test_verl_jupyter_and_the_host_user_read_overwrite_and_delete_each_others_fi
         assert not_shared(stack, service) == [], service
 
     # The host user owns all of it and can change and delete it, with no chown or sudo.
-    others = subprocess.run(["find", str(stage / "data"), str(stage / "models"), "!", "-uid", str(HOST_UID)],
-                            capture_output=True, text=True).stdout  # fmt: skip
+    others = subprocess.run(
+        ["find", str(stage / "data"), str(stage / "models"), "!", "-uid", str(HOST_UID)],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert others == "", others
     touched = stage / "models" / "sft" / checkpoint.rsplit("/", 1)[1] / "config.json"
     assert as_host_user("bash", "-c", f"echo >> {touched}").returncode == 0
@@ -369,8 +408,11 @@ def test_ray_refuses_clients_without_the_token(stack):
     one (the same container, so only the token differs). Nothing publishes the dashboard by default."""
     ok = exec_in(stack, "verl", "timeout", "120", "ray", "status")
     assert "Active:" in ok.stdout, ok.stdout + ok.stderr
-    for env_args in (["-u", "RAY_AUTH_TOKEN", "-u", "RAY_AUTH_MODE"], ["-u", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN=wrong"],
-                     ["RAY_AUTH_TOKEN=wrong-token-0123456789"]):  # fmt: skip
+    for env_args in (
+        ["-u", "RAY_AUTH_TOKEN", "-u", "RAY_AUTH_MODE"],
+        ["-u", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN=wrong"],
+        ["RAY_AUTH_TOKEN=wrong-token-0123456789"],
+    ):
         proc = exec_in(stack, "verl", "env", *env_args, "timeout", "120", "ray", "status", check=False)
         assert proc.returncode != 0 and "Active:" not in proc.stdout, (env_args, proc.stdout, proc.stderr)
         assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-2000:]
@@ -395,14 +437,18 @@ except urllib.error.HTTPError as e:
     ), ps(stack)["verl"]
 
 
-# --- the README's headless notebook run ------------------------------------------------------------------------
+# --- the documented headless notebook run (docs/sft.md) --------------------------------------------------------
 
 
-def test_headless_papermill_literally_as_the_readme_says_on_a_fresh_checkout(stack, stage):
-    """The README's papermill command, as written (plus -T: no terminal here, and the tiny model's sizes), on a
-    checkout without models/sft/: it runs, as the host user, and leaves the executed notebook and the checkpoint."""
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- papermill:start -->\n```bash\n(.*?)```", readme, re.S).group(1)
+def test_headless_papermill_literally_as_the_docs_say_on_a_fresh_checkout(stack, stage):
+    """The papermill command the docs give (README or docs/*.md), as written (plus -T: no terminal here, and the
+    tiny model's sizes), on a checkout without models/sft/: it runs, as the host user, and leaves the executed
+    notebook and the checkpoint."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    pattern = r"<!-- papermill:start -->\n```bash\n(.*?)```"
+    blocks = [m.group(1) for p in pages if (m := re.search(pattern, p.read_text(), re.S))]
+    assert len(blocks) == 1, f"{len(blocks)} papermill blocks in README.md and docs/*.md, expected one"
+    block = blocks[0]
     words = shlex.split(block.replace("\\\n", " "))
     assert words[:3] == ["docker", "compose", "exec"], words
     output = words[words.index("sft_training.ipynb") + 1]
@@ -435,16 +481,20 @@ print(run.info.run_id)
 def mlflow_api(stack: Path, path: str, body: dict | None = None) -> dict:
     port = settings(stack)["MLFLOW_PORT"]
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data,
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as response:
         return json.load(response)
 
 
 def runs_named(stack: Path, name: str) -> list[dict]:
     experiment = mlflow_api(stack, "experiments/get-by-name?experiment_name=engine-test")["experiment"]
-    found = mlflow_api(stack, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                              "filter": f"attributes.run_name = '{name}'"})  # fmt: skip
+    found = mlflow_api(
+        stack,
+        "runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "filter": f"attributes.run_name = '{name}'"},
+    )
     return found.get("runs", [])
 
 
@@ -472,8 +522,9 @@ def test_mlflow_ui_from_the_host_through_the_published_port(stack, tmp_path):
     experiment_id = mlflow_api(stack, "experiments/get-by-name?experiment_name=engine-test")["experiment"][
         "experiment_id"
     ]
-    page = ui.render(f"http://localhost:{port}/#/experiments/{experiment_id}?workflowType=machine_learning",
-                     tmp_path / "profile")  # fmt: skip
+    page = ui.render(
+        f"http://localhost:{port}/#/experiments/{experiment_id}?workflowType=machine_learning", tmp_path / "profile"
+    )
     assert "engine-test" in page.text and "for-the-browser" in page.text, page.text[:2000]
     assert "Request error" not in page.text
 
@@ -495,9 +546,15 @@ def test_jupyter_ui_needs_the_token(stack, tmp_path):
 
 def test_down_then_up_keeps_mlflow_runs_the_hf_cache_and_checkpoints(stack, stage):
     python_in(stack, "verl", LOG_A_RUN, "before-restart")
-    exec_in(stack, "verl", "bash", "-c", "mkdir -p /cache/huggingface/hub/engine-test && echo kept > "
-            "/cache/huggingface/hub/engine-test/marker && mkdir -p /workspace/models/rl/engine-test/global_step_1 && "
-            "echo 1 > /workspace/models/rl/engine-test/latest_checkpointed_iteration.txt")  # fmt: skip
+    exec_in(
+        stack,
+        "verl",
+        "bash",
+        "-c",
+        "mkdir -p /cache/huggingface/hub/engine-test && echo kept > "
+        "/cache/huggingface/hub/engine-test/marker && mkdir -p /workspace/models/rl/engine-test/global_step_1 && "
+        "echo 1 > /workspace/models/rl/engine-test/latest_checkpointed_iteration.txt",
+    )
     compose(stack, "down", "--timeout", "30")
     assert ps(stack) == {}
     up_and_wait(stack)
@@ -523,8 +580,17 @@ def mlflow_env_file(env_file: Path, name: str, **overrides: str) -> Path:
 
 
 def compose_mlflow(env_file: Path, *args: str, check: bool = True, timeout: float = 900):
-    cmd = [str(COMPOSE_BIN), "--project-directory", str(env_file.parent), "-p", MLFLOW_PROJECT,
-           "--env-file", str(env_file), *[a for f in FILES for a in ("-f", str(REPO / f))], *args]  # fmt: skip
+    cmd = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(env_file.parent),
+        "-p",
+        MLFLOW_PROJECT,
+        "--env-file",
+        str(env_file),
+        *[a for f in FILES for a in ("-f", str(REPO / f))],
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=env_file.parent, env=env)
     if check:
@@ -551,9 +617,12 @@ def test_mlflow_refuses_an_unreachable_postgres_instead_of_starting_on_sqlite(im
 def test_mlflow_with_authentication_on_stays_healthy_and_lets_the_stack_in(images, env_file):
     """MLFLOW_AUTH=on: the healthcheck still passes, the API wants the password, verl's client has it."""
     env = mlflow_env_file(
-        env_file, "mlflow-auth", MLFLOW_AUTH="on", MLFLOW_TRACKING_USERNAME=MLFLOW_USER,
+        env_file,
+        "mlflow-auth",
+        MLFLOW_AUTH="on",
+        MLFLOW_TRACKING_USERNAME=MLFLOW_USER,
         MLFLOW_TRACKING_PASSWORD=MLFLOW_PASSWORD,
-    )  # fmt: skip
+    )
     port = settings(env)["MLFLOW_PORT"]
     try:
         compose_mlflow(env, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300", "mlflow")
@@ -605,19 +674,35 @@ networks:
     worker_env = stage.parent / "worker.env"
     worker_env.write_text(stack.read_text() + f"RAY_HEAD_IP={head_ip}\n")
     files = ("docker-compose.worker.yml", str(override))
-    worker = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", f"{PROJECT}-worker", "--env-file",
-              str(worker_env), *[a for f in files for a in ("-f", str(REPO / f))]]  # fmt: skip
+    worker = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(stage),
+        "-p",
+        f"{PROJECT}-worker",
+        "--env-file",
+        str(worker_env),
+        *[a for f in files for a in ("-f", str(REPO / f))],
+    ]
     intruder = f"{PROJECT}-worker-wrong-token-{secrets.token_hex(4)}"
     try:
         # A node with another token is turned away (not `run --rm`: podman's API then reports exit code 0)
         wrong = ["-e", "RAY_AUTH_TOKEN=not-the-heads"]
-        proc = subprocess.run([*worker, "run", "--name", intruder, "--no-deps", "-T", *wrong, "verl-worker"],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        proc = subprocess.run(
+            [*worker, "run", "--name", intruder, "--no-deps", "-T", *wrong, "verl-worker"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "Authentication token is missing or incorrect" in proc.stdout + proc.stderr, proc.stderr[-3000:]
         subprocess.run(["docker", "rm", "-f", intruder], capture_output=True)
-        proc = subprocess.run([*worker, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        proc = subprocess.run(
+            [*worker, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         status = exec_in(stack, "verl", "ray", "status").stdout
         active = status.split("Active:")[1].split("Pending:")[0]
@@ -631,16 +716,28 @@ networks:
 # --- the whole pipeline, unattended (scripts/speedrun.sh) ------------------------------------------------------
 
 # The CPU stack trains the tiny model: 2 prompts x 2 answers of <= 16 tokens per RL step (as test_verl_cpu_train).
-RL_SIZE = ("data.train_batch_size=2 actor_rollout_ref.actor.ppo_mini_batch_size=2 critic.ppo_mini_batch_size=2 "
-           "actor_rollout_ref.rollout.n=2 data.max_response_length=16")  # fmt: skip
-SFT_SIZE = ("-p max_steps 2 -p per_device_train_batch_size 2 -p eval_samples 2 -p eval_max_new_tokens 8 "
-            "-p eval_batch_size 2 -p logging_steps 1")  # fmt: skip
+RL_SIZE = (
+    "data.train_batch_size=2 actor_rollout_ref.actor.ppo_mini_batch_size=2 critic.ppo_mini_batch_size=2 "
+    "actor_rollout_ref.rollout.n=2 data.max_response_length=16"
+)
+SFT_SIZE = (
+    "-p max_steps 2 -p per_device_train_batch_size 2 -p eval_samples 2 -p eval_max_new_tokens 8 "
+    "-p eval_batch_size 2 -p logging_steps 1"
+)
 
 
 @pytest.mark.skipif(VARIANT != "cpu", reason="sized for the CPU stack's tiny model; on GPUs run QUICK=1 by hand")
 def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
-    compose_cmd = [str(COMPOSE_BIN), "--project-directory", str(stage), "-p", PROJECT, "--env-file", str(stack),
-                   *[a for f in FILES for a in ("-f", str(REPO / f))]]  # fmt: skip
+    compose_cmd = [
+        str(COMPOSE_BIN),
+        "--project-directory",
+        str(stage),
+        "-p",
+        PROJECT,
+        "--env-file",
+        str(stack),
+        *[a for f in FILES for a in ("-f", str(REPO / f))],
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     env |= {
         "COMPOSE": " ".join(compose_cmd),
@@ -693,12 +790,31 @@ def test_speedrun_goes_from_data_to_the_report_card_and_resumes(stack, stage):
 # --- the one-shot set-up job (needs the Hugging Face hub) ----------------------------------------------------------
 
 
-@pytest.mark.skipif(os.environ.get("ENGINE_TEST_HUB") != "1", reason="downloads from the Hugging Face hub: set "
-                    "ENGINE_TEST_HUB=1 where the hub is reachable")  # fmt: skip
+@pytest.mark.skipif(
+    os.environ.get("ENGINE_TEST_HUB") != "1",
+    reason="downloads from the Hugging Face hub: set ENGINE_TEST_HUB=1 where the hub is reachable",
+)
 def test_setup_profile_fills_the_cache_and_prepares_data(stack):
     out = "/tmp/gsm8k-setup-test"
-    proc = compose(stack, "--profile", "setup", "run", "--rm", "-e", f"DATA_DIR={out}", "-e", "HF_HUB_OFFLINE=0",
-                   "-e", "BASE_MODEL=Qwen/Qwen2.5-0.5B-Instruct", "-e", "GSM8K_DATASET=openai/gsm8k", "setup",
-                   "bash", "-c", f"prefetch.sh && ls {out}", timeout=3600)  # fmt: skip
+    proc = compose(
+        stack,
+        "--profile",
+        "setup",
+        "run",
+        "--rm",
+        "-e",
+        f"DATA_DIR={out}",
+        "-e",
+        "HF_HUB_OFFLINE=0",
+        "-e",
+        "BASE_MODEL=Qwen/Qwen2.5-0.5B-Instruct",
+        "-e",
+        "GSM8K_DATASET=openai/gsm8k",
+        "setup",
+        "bash",
+        "-c",
+        f"prefetch.sh && ls {out}",
+        timeout=3600,
+    )
     for name in ("train.parquet", "val.parquet", "test.parquet", "sft_train.parquet", "manifest.json"):
         assert name in proc.stdout.split()

@@ -94,6 +94,7 @@ def test_manifest_records_the_inputs(gsm8k_data_dir, gsm8k_source_dir):
     assert manifest["sha256"] == {n: hashlib.sha256((gsm8k_data_dir / n).read_bytes()).hexdigest() for n in PARQUETS}
 
 
+@pytest.mark.slow
 def test_val_is_held_out_from_train_and_fixed_by_the_seed(gsm8k_data_dir, gsm8k_source_dir, gsm8k_rows, tmp_path):
     train = [r["extra_info"]["index"] for r in read(gsm8k_data_dir / "train.parquet")]
     val = [r["extra_info"]["index"] for r in read(gsm8k_data_dir / "val.parquet")]
@@ -221,6 +222,7 @@ def test_offline_hub_source_says_what_to_do(tmp_path):
 # ---------------------------------------------------------------------------------------------- reruns
 
 
+@pytest.mark.slow
 def test_rerun_is_a_no_op_force_rebuilds_the_same_bytes(gsm8k_source_dir, tmp_path):
     out = tmp_path / "out"
     args = ("--source", gsm8k_source_dir, "--output-dir", out, "--val-size", 4, "--seed", 0)
@@ -249,6 +251,7 @@ def test_rerun_is_a_no_op_force_rebuilds_the_same_bytes(gsm8k_source_dir, tmp_pa
 # ------------------------------------------------------------------------------- entry points, layouts
 
 
+@pytest.mark.slow
 def test_runs_from_any_directory_and_as_a_module(gsm8k_data_dir, gsm8k_source_dir, tmp_path):
     args = ("--source", gsm8k_source_dir, "--val-size", 4, "--seed", 0, "--output-dir")
     elsewhere = tmp_path / "cwd"
@@ -261,6 +264,7 @@ def test_runs_from_any_directory_and_as_a_module(gsm8k_data_dir, gsm8k_source_di
         assert got == expected, out
 
 
+@pytest.mark.slow
 def test_a_single_file_is_the_train_split(gsm8k_data_dir, gsm8k_source_dir, tmp_path):
     train, test = gsm8k_source_dir / "train.jsonl", gsm8k_source_dir / "test.jsonl"
     alone = run_prep("--source", train, "--output-dir", tmp_path / "alone", "--val-size", 4, "--seed", 0)
@@ -296,6 +300,7 @@ configs:
 """
 
 
+@pytest.mark.slow
 def test_a_hub_snapshot_of_parquet_shards_reads_like_the_jsonl_copy(gsm8k_data_dir, gsm8k_rows, tmp_path):
     # `hf download openai/gsm8k --repo-type dataset --local-dir snap` layout (its dataset card names both configs),
     # train in two shards; socratic/ holds other rows, which must not be mixed in.

@@ -170,7 +170,7 @@ def test_a_worker_gets_the_heads_token_and_its_own_setup(tmp_path):
     run(env_file, CLUSTER="worker", RAY_HEAD_IP="10.0.0.1", RAY_AUTH_TOKEN=token)
     values = parse(env_file)
     assert values["COMPOSE_FILE"] == "docker-compose.worker.yml" and values["RAY_AUTH_TOKEN"] == token
-    # The README's worker commands, literally: `docker compose --profile setup run --rm setup`, `docker compose up -d`
+    # docs/operations.md's worker commands: `docker compose --profile setup run --rm setup`, `docker compose up -d`
     proc = plain_compose(env_file, "--profile", "setup", "config", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     services = json.loads(proc.stdout)["services"]
@@ -199,8 +199,9 @@ def test_bad_roles_and_addresses_are_refused_before_anything_is_written(tmp_path
 
 def as_user(uid: int, gid: int, *cmd: str) -> subprocess.CompletedProcess:
     """`cmd` as the containers' user (HOST_UID:HOST_GID), the way jupyter and verl run."""
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd], capture_output=True, text=True
+    )
 
 
 @pytest.fixture

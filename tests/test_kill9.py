@@ -100,6 +100,7 @@ def run_killed(tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_data_prep(run_killed, gsm8k_source_dir, tmp_path):
     out = tmp_path / "gsm8k"
     prep = [sys.executable, "data/prepare_gsm8k.py", "--source", str(gsm8k_source_dir), "--output-dir", str(out)]
@@ -128,7 +129,9 @@ SAVE = """
 import sys
 from scripts.eval import evaluation
 from notebooks import sft
-cfg = sft.SFTRunConfig(model_path=sys.argv[1], output_dir=sys.argv[2], manifest_path=sys.argv[3], run_name="k9")
+cfg = sft.SFTRunConfig.from_notebook(
+    model_path=sys.argv[1], output_dir=sys.argv[2], manifest_path=sys.argv[3], run_name="k9"
+)
 model, tokenizer = sft.load_model(cfg)
 sft.save_checkpoint(model, tokenizer, cfg)
 after = evaluation.score([evaluation.Problem(0, "q", "5", [])], ["#### 5"])

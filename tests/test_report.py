@@ -227,6 +227,7 @@ def test_capability_section_flags_a_drop_beyond_noise(four_results, tmp_path):
     assert mismatched.returncode == 2 and "--capability names 1 files for 4 models" in mismatched.stderr
 
 
+@pytest.mark.slow
 def test_labels_and_baseline_options(four_results, tmp_path):
     out = tmp_path / "r"
     args = [*map(str, four_results[2:0:-1]), "--labels", "P,S", "--baseline", "S", "--output-dir", str(out)]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_report import cavo_vectors, run_report, write_result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +46,7 @@ def run_card(models: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_card_shows_accuracy_time_and_gpu_hours_and_links_the_runs(tmp_path, tiny_model_dir, mlflow_uri):
     models = finished_pipeline(tmp_path, tiny_model_dir)
     proc = run_card(models, MLFLOW_TRACKING_URI=mlflow_uri, N_GPUS="4", NNODES="1")

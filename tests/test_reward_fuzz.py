@@ -106,6 +106,7 @@ def _response(rng: random.Random, truth: str) -> str:
     return "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(0, 200)))  # any code points
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["strict", "flexible"])
 def test_100k_fuzzed_rollouts_never_raise_and_score_consistently(mode):
     rng = random.Random(f"{SEED}-{mode}")

@@ -138,10 +138,16 @@ def test_reward_chosen_by_name_is_what_verls_worker_calls(name, scores, tmp_path
     from transformers import AutoTokenizer
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from scripts import rl_launch
+    from scripts.rl import launch as rl_launch
 
-    env = {"MODEL_PATH": str(tiny_model_dir), "DATA_DIR": str(gsm8k_data_dir), "CHECKPOINT_DIR": str(tmp_path),
-           "RAY_TMPDIR": str(tmp_path / "no-ray"), "N_GPUS": "1", "REWARD": name}  # fmt: skip
+    env = {
+        "MODEL_PATH": str(tiny_model_dir),
+        "DATA_DIR": str(gsm8k_data_dir),
+        "CHECKPOINT_DIR": str(tmp_path),
+        "RAY_TMPDIR": str(tmp_path / "no-ray"),
+        "N_GPUS": "1",
+        "REWARD": name,
+    }
     _, config, problems = rl_launch.build(rl_launch.Settings.from_env("grpo", env), [])
     assert not problems and config.reward.custom_reward_function.path == str(REWARD_FILE)
     worker = RewardLoopWorker(config)
@@ -152,7 +158,7 @@ def test_reward_chosen_by_name_is_what_verls_worker_calls(name, scores, tmp_path
 
 
 def test_legacy_top_level_key_is_silently_ignored_by_verl(tiny_model_dir):
-    """Why the README and the dry run insist on `reward.custom_reward_function`: verl 0.9.1 takes the old
+    """Why docs/rewards.md and the dry run insist on `reward.custom_reward_function`: verl 0.9.1 takes the old
     top-level `custom_reward_function` key without complaint and scores with its built-in scorer."""
     from transformers import AutoTokenizer
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 import torch
 
+from data.readiness import DataNotReady
 from notebooks import sft
-from scripts.bench_sft_packing import measure_batching
-from scripts.lib import evaluation as ev
+from scripts.bench.sft_packing import measure_batching
+from scripts.eval import evaluation as ev
+from scripts.lib.paths import REPO_ROOT
 
 
 def _cfg(tmp_path, **overrides) -> sft.SFTRunConfig:
-    return sft.SFTRunConfig(**{"run_name": "pytest", "output_dir": str(tmp_path / "out"), **overrides})
+    return sft.SFTRunConfig.from_notebook(**{"run_name": "pytest", "output_dir": str(tmp_path / "out"), **overrides})
 
 
 def test_missing_data_stops_with_the_command_that_makes_it(tmp_path):
     cfg = _cfg(tmp_path, data_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataNotReady) as err:
         sft.check_data(cfg)
     message = str(err.value)
     assert "sft_train.parquet, sft_val.parquet, val.parquet" in message
-    assert f"prepare_gsm8k.py --output-dir {tmp_path / 'nowhere'}" in message
+    assert f"python -m data.prepare_gsm8k --output-dir {tmp_path / 'nowhere'}" in message
 
 
 def test_data_from_an_older_prompt_template_is_refused(tmp_path, gsm8k_data_dir):
@@ -33,7 +37,7 @@ def test_data_from_an_older_prompt_template_is_refused(tmp_path, gsm8k_data_dir)
     shutil.copytree(gsm8k_data_dir, stale)
     manifest = json.loads((stale / "manifest.json").read_text())
     (stale / "manifest.json").write_text(json.dumps({**manifest, "prompt_version": "gsm8k-v0"}))
-    with pytest.raises(ValueError, match="--force"):
+    with pytest.raises(DataNotReady, match="--force"):
         sft.check_data(_cfg(tmp_path, data_dir=str(stale)))
 
 
@@ -60,11 +64,11 @@ def test_a_model_folder_or_a_cached_hub_id_passes_the_check(tmp_path, gsm8k_data
 
 
 def test_paths_default_under_the_repo_and_keep_absolute_ones(tmp_path):
-    cfg = sft.SFTRunConfig(run_name="r1")
-    assert cfg.data_path == sft.REPO_ROOT / "data" / "gsm8k"
-    assert cfg.output_path == sft.REPO_ROOT / "models" / "sft" / "r1"
-    assert cfg.manifest_file == sft.REPO_ROOT / "models" / "sft" / "latest.json"
-    assert sft.SFTRunConfig().run_name.startswith("sft-")  # named after the run when not given
+    cfg = sft.SFTRunConfig.from_notebook(run_name="r1")
+    assert cfg.data_path == REPO_ROOT / "data" / "gsm8k"
+    assert cfg.output_path == REPO_ROOT / "models" / "sft" / "r1"
+    assert cfg.manifest_file == REPO_ROOT / "models" / "sft" / "latest.json"
+    assert sft.SFTRunConfig.from_notebook().run_name.startswith("sft-")  # named after the run when not given
     assert _cfg(tmp_path).output_path == tmp_path / "out"
     assert all(k.startswith("sft.") for k in cfg.params())  # never collides with the Trainer's own params
 
@@ -79,12 +83,101 @@ def test_paths_default_under_the_repo_and_keep_absolute_ones(tmp_path):
 )
 def test_config_rejects_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message):
-        sft.SFTRunConfig(**overrides)
+        sft.SFTRunConfig.from_notebook(**overrides)
+
+
+# --- one home per knob: the notebook's parameters cell holds the values, SFTRunConfig the names and types ------
+
+
+def _notebook(tmp_path, parameters: str, tags=("parameters",)) -> Path:
+    """A copy of the SFT notebook whose parameters cell is `parameters`."""
+    nb = json.loads(sft.NOTEBOOK.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    cell["source"], cell["metadata"]["tags"] = parameters.splitlines(keepends=True), list(tags)
+    path = tmp_path / "sft_training.ipynb"
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def _cell_source() -> str:
+    nb = json.loads(sft.NOTEBOOK.read_text())
+    return "".join(next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))["source"])
+
+
+def _with_line(knob: str, lines: str) -> str:
+    """The notebook's parameters cell with `knob`'s line replaced by `lines`."""
+    source, count = re.subn(rf"^{knob} = .*\n?", lines and lines + "\n", _cell_source(), flags=re.MULTILINE)
+    assert count == 1, f"the parameters cell sets {knob} {count} times"
+    return source
+
+
+def test_from_notebook_takes_the_parameters_cell_and_applies_overrides(tmp_path):
+    edited = _with_line("learning_rate", "learning_rate = 3e-4  # a researcher's edit")
+    cfg = sft.SFTRunConfig.from_notebook(_notebook(tmp_path, edited), max_steps=7, run_name="r")
+    assert cfg.learning_rate == 3e-4  # the cell's value, read from the file, not a copy in notebooks/sft.py
+    assert cfg.max_steps == 7 and cfg.run_name == "r"
+    assert cfg.eval_max_new_tokens == sft.notebook_parameters()["eval_max_new_tokens"]
+    assert isinstance(cfg.num_train_epochs, float)  # `num_train_epochs = 3` in the cell: a float knob
+    assert cfg.params()["sft.max_steps"] == 7 and set(cfg.params()) == {f"sft.{k}" for k in sft.SFTRunConfig.knobs()}
+
+
+def test_an_unknown_override_is_refused_with_the_knobs_listed():
+    with pytest.raises(sft.KnobError, match=r"unknown knob max_step; the knobs: model_path, .*max_steps"):
+        sft.SFTRunConfig.from_notebook(max_step=50)
+
+
+def test_a_knob_missing_from_the_namespace_is_refused_by_name():
+    namespace = {**sft.notebook_parameters(), "In": [], "sft": sft}  # like the notebook's globals()
+    assert sft.SFTRunConfig.from_namespace(namespace).seed == namespace["seed"]  # other names are ignored
+    del namespace["warmup_ratio"], namespace["seed"]
+    with pytest.raises(sft.KnobError, match=r"no value for warmup_ratio, seed: set it in the parameters cell"):
+        sft.SFTRunConfig.from_namespace(namespace)
+
+
+def test_every_knob_is_required_so_none_has_a_second_default():
+    with pytest.raises(TypeError, match="missing"):
+        sft.SFTRunConfig(run_name="r")
+
+
+@pytest.mark.parametrize(
+    "knob, lines, message",
+    [
+        ("max_length", "max_length = 512 * 2", r"line \d+: 'max_length = 512 \* 2': the value is not a literal"),
+        ("seed", "seed = int(os.environ['SEED'])", r"line \d+: .*the value is not a literal"),
+        ("seed", "seed = 42\nseed = 7", r"line \d+: 'seed = 7' sets seed a second time"),
+        ("seed", "import os", r"line \d+: 'import os' is not `name = <literal value>`"),
+        ("seed", "seed = 42\nseeds = 7", r"sets seeds, which SFTRunConfig .* has no field for"),
+        ("seed", "", r"sets no seed: add `name = <value>` lines"),
+    ],
+)
+def test_the_parameters_cell_must_be_literal_assignments_of_exactly_the_knobs(tmp_path, knob, lines, message):
+    notebook = _notebook(tmp_path, _with_line(knob, lines))
+    with pytest.raises(sft.KnobError, match=message):
+        sft.SFTRunConfig.from_notebook(notebook)
+
+
+def test_a_notebook_without_one_parameters_cell_is_refused(tmp_path):
+    with pytest.raises(sft.KnobError, match="0 cells are tagged 'parameters'"):
+        sft.notebook_parameters(_notebook(tmp_path, _cell_source(), tags=()))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"max_steps": "fifty"}, r"max_steps='fifty': a str, want int"),
+        ({"max_steps": True}, r"max_steps=True: a bool, want int"),
+        ({"max_samples": 1.5}, r"max_samples=1.5: a float, want int or None"),
+        ({"data_dir": None}, r"data_dir=None: a NoneType, want str"),
+    ],
+)
+def test_a_knob_of_the_wrong_type_is_refused(overrides, message):
+    with pytest.raises(sft.KnobError, match=message):
+        sft.SFTRunConfig.from_notebook(**overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, gsm8k_data_dir, tmp_path_factory):
-    cfg = sft.SFTRunConfig(
+    cfg = sft.SFTRunConfig.from_notebook(
         model_path=str(tiny_model_dir),
         data_dir=str(gsm8k_data_dir),
         output_dir=str(tmp_path_factory.mktemp("sft-unit") / "out"),
@@ -101,7 +194,7 @@ def test_packing_feeds_only_real_tokens(tiny_run):
     cfg, model, tokenizer, train_dataset = tiny_run
     measured = {}
     for mode in sft.BATCHING:
-        mode_cfg = sft.SFTRunConfig(**{**vars(cfg), "batching": mode})
+        mode_cfg = dataclasses.replace(cfg, batching=mode)
         trainer = sft.build_trainer(mode_cfg, model, tokenizer, train_dataset, report_to=())
         measured[mode] = measure_batching(trainer)
     assert measured["packed"]["real_token_fraction"] == 1.0  # target: >= 0.95
@@ -118,7 +211,7 @@ def test_padding_free_batches_give_the_same_loss_as_padded_ones(tiny_run):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     cfg, model, tokenizer, train_dataset = tiny_run
-    padded_cfg = sft.SFTRunConfig(**{**vars(cfg), "batching": "padded"})
+    padded_cfg = dataclasses.replace(cfg, batching="padded")
     trainer = sft.build_trainer(padded_cfg, model, tokenizer, train_dataset, report_to=())
     examples = [{k: trainer.train_dataset[i][k] for k in ("input_ids", "labels")} for i in range(4)]
     model = AutoModelForCausalLM.from_pretrained(cfg.model_path, attn_implementation="sdpa").eval()

@@ -4,8 +4,6 @@ data, `max_steps=2`, and a real `mlflow server` on 127.0.0.1 (conftest's session
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import json
 import os
 import stat
@@ -23,18 +21,19 @@ from tests.conftest import REPO_ROOT
 NOTEBOOK = REPO_ROOT / "notebooks" / "sft_training.ipynb"
 # The parameters issue 5 asks for; the cell may have more.
 REQUIRED_PARAMETERS = {
-    "model_path", "data_dir", "output_dir", "num_train_epochs", "max_steps", "learning_rate",
-    "per_device_train_batch_size", "max_samples", "eval_samples", "mlflow_experiment", "run_name", "seed",
-}  # fmt: skip
-
-
-def _parameters(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, dict]:
-    cell = next(c for c in nb.cells if c.cell_type == "code")
-    values = {}
-    for node in ast.parse(cell.source).body:
-        assert isinstance(node, ast.Assign), f"parameters cell holds only assignments, got {ast.dump(node)[:80]}"
-        values[node.targets[0].id] = ast.literal_eval(node.value)
-    return cell, values
+    "model_path",
+    "data_dir",
+    "output_dir",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "max_samples",
+    "eval_samples",
+    "mlflow_experiment",
+    "run_name",
+    "seed",
+}
 
 
 def test_committed_notebook_is_stripped_markdown_led_and_parameterised():
@@ -43,19 +42,14 @@ def test_committed_notebook_is_stripped_markdown_led_and_parameterised():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
     assert nb.cells[0].cell_type == "markdown"
-    cell, values = _parameters(nb)
-    assert "parameters" in cell.metadata.get("tags", [])
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell is papermill's parameters cell"
+    values = sft.notebook_parameters(NOTEBOOK)
     assert REQUIRED_PARAMETERS <= values.keys()
-    defaults = {f.name: f.default for f in dataclasses.fields(sft.SFTRunConfig)}
-    for name, value in values.items():  # every parameter reaches the config, with the same default
-        assert name in defaults, f"parameter {name} is not a SFTRunConfig field"
-        assert value == defaults[name], f"{name}: notebook {value!r} != SFTRunConfig {defaults[name]!r}"
+    cfg = sft.SFTRunConfig.from_notebook()  # the cell's knobs are exactly the config's fields, of their types
     # the real run, not a demo subset
-    assert values["model_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert values["max_steps"] == -1 and values["max_samples"] is None and values["num_train_epochs"] >= 2
-    assert values["eval_samples"] >= 500
-    setup = next(c.source for c in code if "sft.SFTRunConfig(" in c.source)
-    assert all(f"{name}={name}," in setup for name in values), "pass every parameter to SFTRunConfig"
+    assert cfg.model_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert cfg.max_steps == -1 and cfg.max_samples is None and cfg.num_train_epochs >= 2
+    assert cfg.eval_samples >= 500
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +71,21 @@ def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kerne
     output_dir = work / "models" / "sft" / "pytest-run"
     manifest = work / "models" / "sft" / "latest.json"
     jupyter_path, name = kernel_name
+    parameters = {
+        "model_path": str(tiny_model_dir),
+        "data_dir": str(gsm8k_data_dir),
+        "output_dir": str(output_dir),
+        "manifest_path": str(manifest),
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "logging_steps": 1,
+        "eval_samples": 2,
+        "eval_max_new_tokens": 8,
+        "eval_batch_size": 2,
+        "mlflow_experiment": "pytest-sft",
+        "run_name": "pytest-sft",
+        "system_metrics_interval_s": 1.0,
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
         mp.setenv("JUPYTER_PATH", str(jupyter_path))
@@ -86,21 +95,7 @@ def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kerne
             papermill.execute_notebook(
                 str(NOTEBOOK),
                 str(work / "executed.ipynb"),
-                parameters={
-                    "model_path": str(tiny_model_dir),
-                    "data_dir": str(gsm8k_data_dir),
-                    "output_dir": str(output_dir),
-                    "manifest_path": str(manifest),
-                    "max_steps": 2,
-                    "per_device_train_batch_size": 2,
-                    "logging_steps": 1,
-                    "eval_samples": 2,
-                    "eval_max_new_tokens": 8,
-                    "eval_batch_size": 2,
-                    "mlflow_experiment": "pytest-sft",
-                    "run_name": "pytest-sft",
-                    "system_metrics_interval_s": 1.0,
-                },
+                parameters=parameters,  # papermill's -p
                 kernel_name=name,
                 cwd=str(NOTEBOOK.parent),  # where JupyterLab starts a notebook's kernel
                 progress_bar=False,
@@ -114,6 +109,7 @@ def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kerne
         manifest=manifest,
         base=tiny_model_dir,
         uri=mlflow_uri,
+        parameters=parameters,
     )
 
 
@@ -170,6 +166,11 @@ def test_one_mlflow_run_holds_metrics_params_and_artifacts(executed, tmp_path):
 
     assert run.data.tags["base_model"] == str(executed.base)
     assert run.data.tags["checkpoint_path"] == str(executed.output_dir)
+    # papermill's -p values reach the run's config; every other knob keeps the parameters cell's value
+    config = {
+        name: str(value) for name, value in sft.SFTRunConfig.from_notebook(**executed.parameters).params().items()
+    }
+    assert {name: run.data.params.get(name) for name in config} == config
     assert run.data.params["sft.max_steps"] == "2"
     assert run.data.params["learning_rate"] == "1e-05"  # the Trainer's own params, same run
 

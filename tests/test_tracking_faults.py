@@ -87,7 +87,7 @@ def test_sft_trains_through_an_mlflow_outage_and_logs_every_step_afterwards(
 
     from notebooks import sft
 
-    cfg = sft.SFTRunConfig(
+    cfg = sft.SFTRunConfig.from_notebook(
         model_path=str(tiny_model_dir),
         data_dir=str(gsm8k_data_dir),
         output_dir=str(tmp_path / "out"),
@@ -211,6 +211,7 @@ def test_verl_tracking_trains_through_an_outage_and_logs_every_step_afterwards(
     assert_no_secret(params)
 
 
+@pytest.mark.slow
 def test_verl_loads_the_hook_itself_through_verl_use_external_modules():
     """What docker-compose.yml sets for the verl container: every process that imports verl is hooked."""
     code = (
@@ -242,7 +243,7 @@ def test_the_notebook_and_evaluation_stop_before_any_work_when_mlflow_is_down(mo
     monkeypatch.setattr(mlflow_health, "ALLOW_NO_TRACKING", False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", nobody)
     with pytest.raises(ConnectionError, match="docker compose up -d mlflow"):
-        sft.start_mlflow_run(sft.SFTRunConfig(run_name="down", output_dir=str(tmp_path / "out")))
+        sft.start_mlflow_run(sft.SFTRunConfig.from_notebook(run_name="down", output_dir=str(tmp_path / "out")))
     env = {**os.environ, "MODELS_DIR": str(tmp_path / "models"), "DATA_DIR": str(tmp_path / "x")}
     env["ALLOW_NO_TRACKING"] = ""  # never inherited from the developer's shell
     t0 = time.monotonic()

@@ -45,9 +45,16 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "sft_training.ipynb"
 VENV_BIN = Path(sys.executable).parent
 # Without these Chromium phones home (updates, sync, QUIC probes) and, with no network, waits on it.
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
 
 
 def find_browser() -> str | None:
@@ -143,11 +150,23 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """docker-compose.yml's services as the real Compose binary renders them from .env.example (+ the tokens)."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path_factory.mktemp("compose-home"))}
     proc = subprocess.run(
-        [str(VENV_BIN / "docker-compose"), "--project-directory", str(REPO_ROOT), "--env-file",
-         str(REPO_ROOT / ".env.example"), "-f", str(REPO_ROOT / "docker-compose.yml"), "config", "--format", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(VENV_BIN / "docker-compose"),
+            "--project-directory",
+            str(REPO_ROOT),
+            "--env-file",
+            str(REPO_ROOT / ".env.example"),
+            "-f",
+            str(REPO_ROOT / "docker-compose.yml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**env, "JUPYTER_TOKEN": "rendered-only", "RAY_AUTH_TOKEN": "rendered-only"},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["services"]
 
@@ -161,8 +180,8 @@ import sys
 import mlflow
 from notebooks import sft
 
-cfg = sft.SFTRunConfig(output_dir=sys.argv[1], data_dir=sys.argv[1], mlflow_experiment=sys.argv[2],
-                       run_name=sys.argv[3], learning_rate=3e-5, system_metrics_interval_s=1.0)
+cfg = sft.SFTRunConfig.from_notebook(output_dir=sys.argv[1], data_dir=sys.argv[1], mlflow_experiment=sys.argv[2],
+    run_name=sys.argv[3], learning_rate=3e-5, system_metrics_interval_s=1.0)
 run = sft.start_mlflow_run(cfg)
 for step, loss in enumerate([1.91, 1.24, 0.83], start=1):
     mlflow.log_metric("loss", loss, step=step)
@@ -178,9 +197,12 @@ def sft_run(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Simple
     work = tmp_path_factory.mktemp("web-ui-run")
     proc = subprocess.run(
         [sys.executable, "-c", LOG_LIKE_THE_NOTEBOOK, str(work), SFT_EXPERIMENT, SFT_RUN],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     experiment_id, run_id = proc.stdout.split()[-2:]
     return SimpleNamespace(uri=mlflow_uri, experiment_id=experiment_id, run_id=run_id)
@@ -238,8 +260,11 @@ def compose_mlflow(services: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["bash", str(REPO_ROOT / "services" / "mlflow" / "entrypoint.sh"), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         uri = f"http://127.0.0.1:{port}"
         wait_until_answers(f"{uri}/health", proc, log)

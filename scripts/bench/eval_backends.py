@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     why_not = vllm_cpu.unavailable(cuda=torch.cuda.is_available())
     if why_not:
-        print(f"bench_eval_backends: vLLM cannot run here ({why_not}): nothing to compare")
+        print(f"eval_backends: vLLM cannot run here ({why_not}): nothing to compare")
         return 0
     questions = [json.loads(line)["question"] for line in FIXTURE.read_text().splitlines() if line.strip()]
     conversations = [[user_message(questions[i % len(questions)])] for i in range(args.problems)]

@@ -4,7 +4,7 @@
     python -m scripts.eval.capability --model <dir> --backend hf --suite <suite.yaml> --output out.json  # transformers
     python -m scripts.eval.capability --prefetch     # download the suite's data into the HF cache (setup profile)
 
-evaluate_all.py runs it once per model, in its own process, so vLLM frees the GPU when it exits.
+scripts.eval.run_all runs it once per model, in its own process, so vLLM frees the GPU when it exits.
 """
 
 from __future__ import annotations

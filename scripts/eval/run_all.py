@@ -1,10 +1,10 @@
-"""Evaluate base, SFT, PPO and GRPO on the GSM8K test split, check capabilities, write the report (README).
+"""Evaluate base, SFT, PPO and GRPO on the GSM8K test split, check capabilities, write the report (docs/evaluation.md).
 
     docker compose exec verl python -m scripts.eval.run_all          # vLLM on a GPU, all 1319 test problems
     LIMIT=50 BACKEND=hf python -m scripts.eval.run_all              # quick look on a laptop (transformers, CPU)
     FORCE=1 python -m scripts.eval.run_all --max-new-tokens 1024    # other arguments go to every evaluate call
 
-Environment knobs: the README's evaluation section. Models, results and the report live under MODELS_DIR.
+Environment knobs: docs/evaluation.md. Models, results and the report live under MODELS_DIR.
 Offline (HF_HUB_OFFLINE=1, or the hub does not answer) every step reads the Hugging Face cache only; a model
 or capability check that cannot run is reported, naming the setting to change, and the others still are.
 """

@@ -3,7 +3,7 @@
 `check_mlflow` fails in seconds where mlflow would retry for minutes: the server does not answer /health, it
 refuses our credentials (401/403), or its --allowed-hosts lacks our address. ALLOW_NO_TRACKING=1 (read once, here)
 turns only the first into a warning and a local store, OFFLINE_STORE. `ui_url` links the UI at MLFLOW_UI_URL, the
-address a browser uses; `redact_uri` hides credentials that slip into a URI. README: "When MLflow is down".
+address a browser uses; `redact_uri` hides credentials that slip into a URI. docs/operations.md: "When MLflow is down".
 
     >>> ui_url("3", "abc", base="http://localhost:5000")
     'http://localhost:5000/#/experiments/3/runs/abc'

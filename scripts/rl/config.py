@@ -106,15 +106,15 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
     if not Path(str(get("trainer.default_local_dir"))).is_absolute():
         add("trainer.default_local_dir", "is relative: verl resolves it in each Ray worker's cwd")
 
-    ar = "actor_rollout_ref"
+    actor_ref = "actor_rollout_ref"
     gpus = int(get("trainer.n_gpus_per_node")) * int(get("trainer.nnodes"))
-    n, batch = int(get(f"{ar}.rollout.n")), int(get("data.train_batch_size"))
+    n, batch = int(get(f"{actor_ref}.rollout.n")), int(get("data.train_batch_size"))
     seqs, max_seq = batch * n, int(get("data.max_prompt_length")) + int(get("data.max_response_length"))
     replica = 1
     for size in ("tensor_model", "data", "pipeline_model"):  # GPUs per vLLM replica must divide the GPUs
-        replica *= int(get(f"{ar}.rollout.{size}_parallel_size"))
+        replica *= int(get(f"{actor_ref}.rollout.{size}_parallel_size"))
     if gpus % replica:
-        add(f"{ar}.rollout.tensor_model_parallel_size", f"{gpus} GPUs do not split into replicas of {replica}")
+        add(f"{actor_ref}.rollout.tensor_model_parallel_size", f"{gpus} GPUs do not split into replicas of {replica}")
     if seqs % gpus:
         add(
             "data.train_batch_size",
@@ -138,7 +138,9 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
             )
 
     share = seqs // gpus, "each GPU's share of the step"  # forward-only passes: log-probs, values
-    roles = [(f"{ar}.actor", f"{ar}.rollout.log_prob")] + ([("critic", "critic.forward")] if need_critic(cfg) else [])
+    roles = [(f"{actor_ref}.actor", f"{actor_ref}.rollout.log_prob")] + (
+        [("critic", "critic.forward")] if need_critic(cfg) else []
+    )
     for role, forward in roles:  # the PPO update, then the forward-only pass, of the actor and the critic
         sp, mini = int(get(f"{role}.ulysses_sequence_parallel_size")), int(get(f"{role}.ppo_mini_batch_size"))
         dynamic = bool(get(f"{role}.use_dynamic_bsz"))
@@ -159,14 +161,17 @@ def check_config(cfg: DictConfig, user: list[str]) -> list[ConfigError]:
             tokens(key)
         if not dynamic:
             micro(f"{forward}_micro_batch_size_per_gpu", *share)
-    actor_dynamic = bool(get(f"{ar}.actor.use_dynamic_bsz"))
-    if bool(get(f"{ar}.rollout.log_prob_use_dynamic_bsz")) != actor_dynamic:  # the actor worker asserts it
-        add(f"{ar}.rollout.log_prob_use_dynamic_bsz", f"must equal {ar}.actor.use_dynamic_bsz ({actor_dynamic})")
+    actor_dynamic = bool(get(f"{actor_ref}.actor.use_dynamic_bsz"))
+    if bool(get(f"{actor_ref}.rollout.log_prob_use_dynamic_bsz")) != actor_dynamic:  # the actor worker asserts it
+        add(
+            f"{actor_ref}.rollout.log_prob_use_dynamic_bsz",
+            f"must equal {actor_ref}.actor.use_dynamic_bsz ({actor_dynamic})",
+        )
     if need_ref(cfg):
-        if get(f"{ar}.ref.log_prob_use_dynamic_bsz"):
-            tokens(f"{ar}.ref.log_prob_max_token_len_per_gpu")
+        if get(f"{actor_ref}.ref.log_prob_use_dynamic_bsz"):
+            tokens(f"{actor_ref}.ref.log_prob_max_token_len_per_gpu")
         else:
-            micro(f"{ar}.ref.log_prob_micro_batch_size_per_gpu", *share)
+            micro(f"{actor_ref}.ref.log_prob_micro_batch_size_per_gpu", *share)
     return problems
 
 

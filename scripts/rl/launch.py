@@ -1,4 +1,4 @@
-"""verl PPO/GRPO on GSM8K: the launcher behind scripts/run_ppo.sh and run_grpo.sh (README, RL section).
+"""verl PPO/GRPO on GSM8K: the launcher behind scripts/run_ppo.sh and run_grpo.sh (docs/rl.md).
 
 REWARD=gsm8k_flexible N_GPUS=1 bash scripts/run_grpo.sh [--dry-run] [--skip-preflight] [hydra overrides...]
 """
@@ -148,11 +148,11 @@ def hydra_str(value: Any) -> str:
     return "'" + str(value).replace("'", "\\'") + "'" if isinstance(value, str | Path) else json.dumps(value)
 
 
-def launcher_overrides(s: Settings) -> list[str]:
+def launcher_overrides(settings: Settings) -> list[str]:
     """The overrides the environment decides, before the user's (which may override them)."""
-    fn = rewards.get_reward(s.reward)  # a function, or a functools.partial of one, in a file under rewards/
+    fn = rewards.get_reward(settings.reward)  # a function, or a functools.partial of one, in a file under rewards/
     func = getattr(fn, "func", fn)
-    overrides = [f"{key}={hydra_str(value)}" for key, (value, _) in s.owned().items()]
+    overrides = [f"{key}={hydra_str(value)}" for key, (value, _) in settings.owned().items()]
     overrides += [
         f"reward.custom_reward_function.path={hydra_str(inspect.getsourcefile(func))}",
         f"reward.custom_reward_function.name={func.__name__}",
@@ -161,23 +161,23 @@ def launcher_overrides(s: Settings) -> list[str]:
             for k, v in getattr(fn, "keywords", {}).items()
         ),
     ]
-    if "@" not in s.mlflow_uri.partition("://")[2].split("/")[0]:  # credentials never go into the config
-        overrides.append(f"{ENV_VARS}.MLFLOW_TRACKING_URI={hydra_str(s.mlflow_uri)}")
-    elif s.ray_address:  # a local Ray inherits the URI from this process, a `ray start` cluster does not
+    if "@" not in settings.mlflow_uri.partition("://")[2].split("/")[0]:  # credentials never go into the config
+        overrides.append(f"{ENV_VARS}.MLFLOW_TRACKING_URI={hydra_str(settings.mlflow_uri)}")
+    elif settings.ray_address:  # a local Ray inherits the URI from this process, a `ray start` cluster does not
         raise LaunchError(
-            f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({s.ray_address}): "
+            f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({settings.ray_address}): "
             "its actors get the URI only through the job config, which must not hold secrets, so verl "
             "would train untracked. Use a URI without user:password@ and set MLFLOW_TRACKING_USERNAME "
             "/ MLFLOW_TRACKING_PASSWORD where `ray start` runs, or `ray stop` so main_ppo starts a "
             "local Ray (it inherits the URI from this process)"
         )
-    if s.n_gpus == 0 and s.ray_address:
+    if settings.n_gpus == 0 and settings.ray_address:
         raise LaunchError(
             f"N_GPUS=0 runs verl on a local Ray the launcher starts (it hands that Ray the CPU "
-            f"platform), but RAY_ADDRESS={s.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
+            f"platform), but RAY_ADDRESS={settings.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
             "or set N_GPUS to its GPUs"
         )
-    if s.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
+    if settings.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
         overrides += [f"++{k}={hydra_str(v)}" for k, v in config.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
     return overrides
 
@@ -188,159 +188,203 @@ def add(overrides: list[str], cfg: DictConfig, key: str, value: Any) -> None:
     OmegaConf.update(cfg, key.lstrip("+"), value, force_add=True)
 
 
-def build(s: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[config.ConfigError]]:
+def build(settings: Settings, user: list[str]) -> tuple[list[str], DictConfig, list[config.ConfigError]]:
     """(overrides, composed config, problems): the one code path dry runs and real launches share."""
-    overrides = [*launcher_overrides(s), *user]
-    cfg = config.compose_config(f"{s.algo}_gsm8k", overrides)
-    if s.ray_address is None and OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus") is None:
+    overrides = [*launcher_overrides(settings), *user]
+    cfg = config.compose_config(f"{settings.algo}_gsm8k", overrides)
+    if settings.ray_address is None and OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus") is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         add(
             overrides, cfg, "ray_kwargs.ray_init.num_cpus", max(cpus, preflight.ray_cpu_budget(cfg))
         )  # Ray does not pin
-    if s.run_id:
-        add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", s.run_id)
+    if settings.run_id:
+        add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", settings.run_id)
     problems = config.check_config(cfg, user)
     # The Ray main_ppo starts: too small is refused here, so that a dry run refuses it as the launch does.
     local = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus")
-    if s.ray_address is None and local is not None and int(local) < (need := preflight.ray_cpu_budget(cfg)):
+    if settings.ray_address is None and local is not None and int(local) < (need := preflight.ray_cpu_budget(cfg)):
         why = f"{local}, but {preflight.ray_cpu_needs(cfg)}: raise it to >= {need}"
         why += " (logical CPUs: Ray does not pin cores)"
         problems.append(config.ConfigError("ray_kwargs.ray_init.num_cpus", why))
     problems += [
         config.ConfigError(key, f"set it with the {env} environment variable, not a Hydra override")
-        for key, (value, env) in s.owned().items()
+        for key, (value, env) in settings.owned().items()
         if OmegaConf.select(cfg, key) != value
     ]
     return overrides, cfg, problems
 
 
-def summary(s: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]) -> str:
+def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]) -> str:
     """What will run (or would, for a dry run), one line per topic."""
-    g, ar, gpus = (lambda key: OmegaConf.select(cfg, key)), "actor_rollout_ref", s.slots * s.nnodes
-    n, batch, mini = g(f"{ar}.rollout.n"), g("data.train_batch_size"), g(f"{ar}.actor.ppo_mini_batch_size")
-    tp, critic, ref = g(f"{ar}.rollout.tensor_model_parallel_size"), config.need_critic(cfg), config.need_ref(cfg)
-    kl = f"KL loss {g(f'{ar}.actor.kl_loss_type')} {g(f'{ar}.actor.kl_loss_coef')}" if ref else "no KL"
-    kl = f"KL in reward {g('algorithm.kl_ctrl.kl_coef')}" if g("algorithm.use_kl_in_reward") else kl
-    ready, data, rows = preflight.data_status(s.data_dir)
+
+    def get(key: str) -> Any:
+        return OmegaConf.select(cfg, key)
+
+    actor_ref, gpus = "actor_rollout_ref", settings.slots * settings.nnodes
+    n, batch, mini = (
+        get(f"{actor_ref}.rollout.n"),
+        get("data.train_batch_size"),
+        get(f"{actor_ref}.actor.ppo_mini_batch_size"),
+    )
+    tp, critic, ref = (
+        get(f"{actor_ref}.rollout.tensor_model_parallel_size"),
+        config.need_critic(cfg),
+        config.need_ref(cfg),
+    )
+    kl = (
+        f"KL loss {get(f'{actor_ref}.actor.kl_loss_type')} {get(f'{actor_ref}.actor.kl_loss_coef')}"
+        if ref
+        else "no KL"
+    )
+    kl = f"KL in reward {get('algorithm.kl_ctrl.kl_coef')}" if get("algorithm.use_kl_in_reward") else kl
+    ready, data, rows = preflight.data_status(settings.data_dir)
     if ready:
-        data += f" -> {rows[RL_FILES[0]] // batch} steps/epoch x {g('trainer.total_epochs')} epochs"
-        data += f", capped at {cap} steps" if (cap := g("trainer.total_training_steps")) else ""
+        data += f" -> {rows[RL_FILES[0]] // batch} steps/epoch x {get('trainer.total_epochs')} epochs"
+        data += f", capped at {cap} steps" if (cap := get("trainer.total_training_steps")) else ""
     else:
         data += " (a real launch runs data/prepare_gsm8k.py first)"
-    micro = f"micro batch {g(f'{ar}.actor.ppo_micro_batch_size_per_gpu')}/GPU"
-    if g(f"{ar}.actor.use_dynamic_bsz"):
-        micro = f"dynamic batches of <= {g(f'{ar}.actor.ppo_max_token_len_per_gpu')} tokens/GPU"
-    where = f"{s.nnodes} node(s) x {s.n_gpus} = {gpus}" if s.n_gpus else "none: CPU (verl_configs/cpu.yaml), 1 slot"
-    loggers = ", ".join(g("trainer.logger"))
+    micro = f"micro batch {get(f'{actor_ref}.actor.ppo_micro_batch_size_per_gpu')}/GPU"
+    if get(f"{actor_ref}.actor.use_dynamic_bsz"):
+        micro = f"dynamic batches of <= {get(f'{actor_ref}.actor.ppo_max_token_len_per_gpu')} tokens/GPU"
+    where = (
+        f"{settings.nnodes} node(s) x {settings.n_gpus} = {gpus}"
+        if settings.n_gpus
+        else "none: CPU (verl_configs/cpu.yaml), 1 slot"
+    )
+    loggers = ", ".join(get("trainer.logger"))
     if "mlflow" in loggers:
-        loggers += f" -> {s.mlflow_uri}, experiment {g('trainer.project_name')}, run {s.run_id or 'new'}"
-    step, keep = latest_step(s.checkpoint_dir), g("trainer.max_actor_ckpt_to_keep")
-    ray = f"local start, num_cpus={g('ray_kwargs.ray_init.num_cpus')} (verl needs {preflight.ray_cpu_budget(cfg)})"
+        loggers += (
+            f" -> {settings.mlflow_uri}, experiment {get('trainer.project_name')}, run {settings.run_id or 'new'}"
+        )
+    step, keep = latest_step(settings.checkpoint_dir), get("trainer.max_actor_ckpt_to_keep")
+    ray = f"local start, num_cpus={get('ray_kwargs.ray_init.num_cpus')} (verl needs {preflight.ray_cpu_budget(cfg)})"
     rows = {
-        "config": f"{config.CONFIG_DIR / s.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
-        "model": f"{s.model}  ({s.model_reason})",
-        "algorithm": f"{s.algo}: adv_estimator={g('algorithm.adv_estimator')}, critic {'on' if critic else 'off'}, "
-        f"ref {'on' if ref else 'off'} ({kl})",
-        "GPUs": f"{where}; rollout {g(f'{ar}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
+        "config": f"{config.CONFIG_DIR / settings.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
+        "model": f"{settings.model}  ({settings.model_reason})",
+        "algorithm": f"{settings.algo}: adv_estimator={get('algorithm.adv_estimator')}, "
+        f"critic {'on' if critic else 'off'}, ref {'on' if ref else 'off'} ({kl})",
+        "GPUs": f"{where}; rollout {get(f'{actor_ref}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
         "batch": f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} "
         f"({batch // mini} updates/step); {micro}",
-        "data": f"{s.data_dir}: {data}",
-        "reward": f"REWARD={s.reward}: {reward} (as verl's loader resolves it)",
+        "data": f"{settings.data_dir}: {data}",
+        "reward": f"REWARD={settings.reward}: {reward} (as verl's loader resolves it)",
         "logger": loggers,
-        "checkpoints": f"{g('trainer.default_local_dir')} every {g('trainer.save_freq')} steps (keep {keep})",
+        "checkpoints": f"{get('trainer.default_local_dir')} every {get('trainer.save_freq')} steps (keep {keep})",
         "resume": f"from global_step_{step}" if step else "fresh start",
-        "ray": f"cluster at {s.ray_address}" if s.ray_address else ray,
+        "ray": f"cluster at {settings.ray_address}" if settings.ray_address else ray,
         written[0]: written[1],
     }
     return "\n".join(f"  {key:<12}{value}" for key, value in rows.items())
 
 
-def check_resume(s: Settings, cfg: DictConfig, logged_params: dict[str, str]) -> None:
+def check_resume(settings: Settings, cfg: DictConfig, logged_params: dict[str, str]) -> None:
     """Refuse a rerun whose config differs from the one its MLflow run already logged as params."""
-    if not ((saved := s.checkpoint_dir / "launch_config.yaml").is_file() and logged_params):
+    if not ((saved := settings.checkpoint_dir / "launch_config.yaml").is_file() and logged_params):
         return
     old, new = (dict(config.leaves(OmegaConf.to_container(c, resolve=True))) for c in (OmegaConf.load(saved), cfg))
     if changed := sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")):
         raise LaunchError(
-            f"{s.checkpoint_dir} was launched with another config (changed: {', '.join(changed[:8])}"
+            f"{settings.checkpoint_dir} was launched with another config (changed: {', '.join(changed[:8])}"
             f"{', ...' if len(changed) > 8 else ''}). MLflow refuses changed parameters on the run this "
             "job would continue, and verl would then train untracked. Rerun with the old settings, "
-            f"choose a new EXPERIMENT, or delete {s.checkpoint_dir / preflight.RUN_ID_FILE} to continue in a "
+            f"choose a new EXPERIMENT, or delete {settings.checkpoint_dir / preflight.RUN_ID_FILE} to continue in a "
             "new MLflow run"
         )
 
 
-def launch(s: Settings, user: list[str], dry_run: bool = False, skip_preflight: bool = False) -> int:
+def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_preflight: bool = False) -> int:
     t0 = time.monotonic()
-    print(f"model: {s.model}\n  why: {s.model_reason}", flush=True)
-    overrides, cfg, problems = build(s, user)
+    print(f"model: {settings.model}\n  why: {settings.model_reason}", flush=True)
+    overrides, cfg, problems = build(settings, user)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2
-    reward = config.verl_validate(cfg, rewards.get_reward(s.reward))
+    reward = config.verl_validate(cfg, rewards.get_reward(settings.reward))
     print(f"config: checks, verl's validate_config and reward loader: ok ({time.monotonic() - t0:.1f} s)")
     if dry_run:
-        atomic_write(out := s.checkpoint_dir / "dry_run_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        print(f"\nverl {s.algo.upper()} on GSM8K, dry run (nothing launched):")
-        print(summary(s, cfg, reward, ("resolved", out)) + f"\ndry run took {time.monotonic() - t0:.1f} s")
+        atomic_write(out := settings.checkpoint_dir / "dry_run_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        print(f"\nverl {settings.algo.upper()} on GSM8K, dry run (nothing launched):")
+        print(summary(settings, cfg, reward, ("resolved", out)) + f"\ndry run took {time.monotonic() - t0:.1f} s")
         return 0
 
-    if not preflight.data_status(s.data_dir)[0]:
-        preflight.prepare_data(s.data_dir, s.gsm8k_source)
-    print(f"preflight: checkpoints {preflight.check_world_size(s.checkpoint_dir, s.slots * s.nnodes)}", flush=True)
+    if not preflight.data_status(settings.data_dir)[0]:
+        preflight.prepare_data(settings.data_dir, settings.gsm8k_source)
+    world_size = settings.slots * settings.nnodes
+    print(
+        f"preflight: checkpoints {preflight.check_world_size(settings.checkpoint_dir, world_size)}",
+        flush=True,
+    )
     keep = cfg.trainer.max_actor_ckpt_to_keep or 0
-    for gone in preflight.prune_checkpoints(s.checkpoint_dir, keep) if keep else []:
+    for gone in preflight.prune_checkpoints(settings.checkpoint_dir, keep) if keep else []:
         print(f"preflight: removed {gone} (trainer.max_actor_ckpt_to_keep={keep}; verl prunes only its own)")
     if not skip_preflight:
-        if s.n_gpus:
+        if settings.n_gpus:
             print(
-                f"preflight: GPUs {preflight.check_gpus(s.n_gpus, cfg)}; /dev/shm {preflight.check_shm()}", flush=True
+                f"preflight: GPUs {preflight.check_gpus(settings.n_gpus, cfg)}; /dev/shm {preflight.check_shm()}",
+                flush=True,
             )
-        print(f"preflight: Ray {preflight.check_ray(s.ray_address, s.slots, s.nnodes, cfg)}", flush=True)
+        print(
+            f"preflight: Ray {preflight.check_ray(settings.ray_address, settings.slots, settings.nnodes, cfg)}",
+            flush=True,
+        )
         # verl deletes its oldest checkpoint before it saves the next: at most `keep` new ones on disk
         hf = "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents
         need = max(keep, 1) * preflight.checkpoint_bytes(
-            preflight.ensure_model(s.model), hf_weights=hf, critic=config.need_critic(cfg)
+            preflight.ensure_model(settings.model), hf_weights=hf, critic=config.need_critic(cfg)
         )
-        print(f"preflight: disk {preflight.check_disk(s.checkpoint_dir, need)}", flush=True)
+        print(f"preflight: disk {preflight.check_disk(settings.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:
-        tags = {"algorithm": s.algo, "model": s.model, "model_source": s.model_reason, "reward": s.reward}
-        tags |= {"launcher": "rl_launch.py", **({"sft_mlflow_run_id": str(s.sft_run_id)} if s.sft_run_id else {})}
-        uri, s.run_id, logged = preflight.ensure_mlflow_run(
-            s.mlflow_uri, cfg.trainer.project_name, s.experiment, s.checkpoint_dir, tags
+        tags = {
+            "algorithm": settings.algo,
+            "model": settings.model,
+            "model_source": settings.model_reason,
+            "reward": settings.reward,
+        }
+        tags |= {
+            "launcher": "scripts.rl.launch",
+            **({"sft_mlflow_run_id": str(settings.sft_run_id)} if settings.sft_run_id else {}),
+        }
+        uri, settings.run_id, logged = preflight.ensure_mlflow_run(
+            settings.mlflow_uri, cfg.trainer.project_name, settings.experiment, settings.checkpoint_dir, tags
         )
-        if uri != s.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
-            s.mlflow_uri = uri
+        if uri != settings.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
+            settings.mlflow_uri = uri
             add(overrides, cfg, f"{ENV_VARS}.MLFLOW_TRACKING_URI", uri)
-        add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", s.run_id)  # new on a first launch: into Ray's runtime_env
-    check_resume(s, cfg, logged)
-    atomic_write(saved := s.checkpoint_dir / "launch_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    print(f"\nverl {s.algo.upper()} on GSM8K:\n{summary(s, cfg, reward, ('config', saved))}")
+        add(
+            overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", settings.run_id
+        )  # new on a first launch: into Ray's runtime_env
+    check_resume(settings, cfg, logged)
+    atomic_write(saved := settings.checkpoint_dir / "launch_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    print(f"\nverl {settings.algo.upper()} on GSM8K:\n{summary(settings, cfg, reward, ('config', saved))}")
     cmd = [
         sys.executable,
         "-m",
         "verl.trainer.main_ppo",
         f"--config-path={config.CONFIG_DIR}",
-        f"--config-name={s.algo}_gsm8k",
+        f"--config-name={settings.algo}_gsm8k",
         *overrides,
     ]
-    env = dict(os.environ, MLFLOW_TRACKING_URI=s.mlflow_uri, **({"MLFLOW_RUN_ID": s.run_id} if s.run_id else {}))
-    if s.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=settings.mlflow_uri,
+        **({"MLFLOW_RUN_ID": settings.run_id} if settings.run_id else {}),
+    )
+    if settings.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
     # verl imports these in every process (Ray workers inherit this env): metrics that outlive an MLflow outage,
     # a local Ray start that survives a busy machine, and on CPU scripts/rl/cpu_plugin.py.
     ours = (RESILIENT_MLFLOW, RAY_START, CPU_PLUGIN)
-    modules = [m for m in s.external_modules.split(",") if m and m not in ours]
-    modules += [RESILIENT_MLFLOW, RAY_START, *([CPU_PLUGIN] if s.n_gpus == 0 else [])]
+    modules = [m for m in settings.external_modules.split(",") if m and m not in ours]
+    modules += [RESILIENT_MLFLOW, RAY_START, *([CPU_PLUGIN] if settings.n_gpus == 0 else [])]
     env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
-    if s.n_gpus == 0:
+    if settings.n_gpus == 0:
         env["VERL_PLATFORM"] = "cpu"
     # Ray puts the driver's cwd first on every worker's sys.path: not scripts/ (our names would shadow
     # packages) but the checkpoint dir, which holds no Python.
-    os.chdir(s.checkpoint_dir)
-    print(f"exec (in {s.checkpoint_dir}): " + " ".join(cmd), flush=True)
+    os.chdir(settings.checkpoint_dir)
+    print(f"exec (in {settings.checkpoint_dir}): " + " ".join(cmd), flush=True)
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
@@ -353,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     args, user = parser.parse_known_args(argv)
     if unknown := [o for o in user if o.startswith("-")]:
         parser.error(
-            f"unknown option(s) {' '.join(unknown)}: settings are environment variables (README, RL "
-            "section); Hydra overrides look like key=value"
+            f"unknown option(s) {' '.join(unknown)}: settings are environment variables (docs/rl.md); "
+            "Hydra overrides look like key=value"
         )
     try:
         return launch(Settings.from_env(args.algo), user, args.dry_run, args.skip_preflight)

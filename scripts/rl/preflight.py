@@ -151,17 +151,17 @@ def ray_cpu_parts(cfg) -> dict[str, int]:
     def get(key: str, default=0) -> int:
         return int(OmegaConf.select(cfg, key, default=default) or 0)
 
-    gpus, ar = get("trainer.n_gpus_per_node") * get("trainer.nnodes"), "actor_rollout_ref.rollout"
+    gpus, rollout = get("trainer.n_gpus_per_node") * get("trainer.nnodes"), "actor_rollout_ref.rollout"
     v1 = OmegaConf.select(cfg, "trainer.use_v1", default=True)
-    replica = max(get(f"{ar}.tensor_model_parallel_size", 1), 1) * max(get(f"{ar}.data_parallel_size", 1), 1)
-    replica *= max(get(f"{ar}.pipeline_model_parallel_size", 1), 1)
-    servers = gpus // replica if OmegaConf.select(cfg, f"{ar}.name") in ("vllm", "sglang", "trtllm") else 0
+    replica = max(get(f"{rollout}.tensor_model_parallel_size", 1), 1) * max(get(f"{rollout}.data_parallel_size", 1), 1)
+    replica *= max(get(f"{rollout}.pipeline_model_parallel_size", 1), 1)
+    servers = gpus // replica if OmegaConf.select(cfg, f"{rollout}.name") in ("vllm", "sglang", "trtllm") else 0
     return {
         f"for {gpus} GPU bundle(s) ({CPUS_PER_GPU} each)": CPUS_PER_GPU * gpus,
         "TransferQueue storage units": get("transfer_queue.backend.SimpleStorage.num_data_storage_units") if v1 else 0,
         "TransferQueue controller": 1 if v1 else 0,
         "TaskRunner": 1,
-        "agent-loop workers": get(f"{ar}.agent.num_workers"),
+        "agent-loop workers": get(f"{rollout}.agent.num_workers"),
         "reward workers": get("reward.num_workers"),
         "rollout servers": servers,
         "rollout load balancer": 1 if servers else 0,

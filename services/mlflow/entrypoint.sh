@@ -4,7 +4,7 @@
 #
 #   entrypoint.sh --host=0.0.0.0 --port=5000 --serve-artifacts --artifacts-destination=/mlflow/artifacts ...
 #
-# MLFLOW_BACKEND=sqlite|postgres and MLFLOW_AUTH=on|off|auto come from .env (README: "Security", "PostgreSQL
+# MLFLOW_BACKEND=sqlite|postgres and MLFLOW_AUTH=on|off|auto come from .env (docs/operations.md: "Security", "PostgreSQL
 # instead of SQLite"). The store URI and the admin password reach MLflow through its environment, never the
 # command line or the log.
 set -euo pipefail

@@ -1,7 +1,7 @@
 """A tiny random Qwen2 causal LM with a byte-level BPE ChatML tokenizer, built offline in under a second.
 
 It loads exactly like `Qwen/Qwen2.5-0.5B-Instruct` (`from_pretrained(dir)`, ChatML template, `<|im_end|>` EOS), for
-tests, benchmarks and CPU runs: `python -m scripts.lib.tiny_model /tmp/tiny-qwen2`.
+tests, benchmarks and CPU runs: `python -m scripts.lib.tiny_model /tmp/tiny-qwen2` (`__main__.py`).
 
     >>> from transformers import AutoModelForCausalLM
     >>> AutoModelForCausalLM.from_pretrained(build_tiny_model("/tmp/tiny-qwen2")).num_parameters() < 1_000_000
@@ -11,7 +11,6 @@ tests, benchmarks and CPU runs: `python -m scripts.lib.tiny_model /tmp/tiny-qwen
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from scripts.lib.paths import REPO_ROOT
@@ -102,7 +101,3 @@ def build_tiny_model(output_dir: str | Path, seed: int = 0, **sizes: int) -> Pat
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
-
-
-if __name__ == "__main__":
-    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "tiny-qwen2"))
