@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
-# The whole pipeline, unattended, from the host: data -> SFT notebook -> PPO -> GRPO -> evaluation report,
-# then a report card in the terminal and one MLflow "pipeline" run linking every stage's run.
+# The whole pipeline, unattended, from the host: data -> SFT notebook -> PPO -> GRPO (or ALGOS) -> evaluation
+# report, then a report card in the terminal and one MLflow "pipeline" run linking every stage's run.
 #
 #   bash scripts/speedrun.sh              # after `bash scripts/init_env.sh && docker compose up -d`
 #   QUICK=1 bash scripts/speedrun.sh      # the whole path in minutes: 20 SFT steps, 2 RL steps each,
 #                                         # 50 test problems (numbers are for trying it out, not for reading)
 #   FROM=ppo bash scripts/speedrun.sh     # redo ppo and everything after it (stages: data sft ppo grpo eval)
+#   ALGOS=ppo,grpo,rloo bash scripts/speedrun.sh   # the RL stages: any of verl_configs/<algo>_gsm8k.yaml
 #
 # Each stage runs in the container that owns it (`docker compose exec`, as the stack's user), with its log in
 # models/speedrun/<stage>.log. A stage whose output is complete (its marker models/speedrun/<stage>.done
 # and the files it made) is skipped, so rerunning after a failure continues where it stopped; a failing stage
 # stops the run, naming the stage, its log and the command that resumes.
 #
-# Knobs (environment): QUICK=1; FROM=<stage>; COMPOSE (default `docker compose`: the stack of this checkout,
+# Knobs (environment): QUICK=1; FROM=<stage>; ALGOS (default ppo,grpo); COMPOSE (default `docker compose`: the stack of this checkout,
 # .env's COMPOSE_FILE included); extra arguments per stage: DATA_ARGS (prepare_gsm8k.py), SFT_ARGS (papermill
-# `-p name value` pairs), RL_ARGS (Hydra overrides for both RL runs), EVAL_ENV (`NAME=value ...` for
+# `-p name value` pairs), RL_ARGS (Hydra overrides for every RL run), EVAL_ENV (`NAME=value ...` for
 # scripts.eval.run_all). Roughly, on 4x H100: data 1 min, SFT 15 min, PPO and GRPO hours (15 epochs), eval 20 min.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 read -ra compose <<<"${COMPOSE:-docker compose}"
-STAGES=(data sft ppo grpo eval)
+ALGOS=${ALGOS:-ppo,grpo}
+read -ra algos <<<"${ALGOS//,/ }"
+STAGES=(data sft "${algos[@]}" eval)
 OUT=models/speedrun
-PPO_EXPERIMENT=ppo-speedrun
-GRPO_EXPERIMENT=grpo-speedrun
 QUICK=${QUICK:-0}
 FROM=${FROM:-}
 read -ra data_args <<<"${DATA_ARGS:-}"
@@ -40,9 +41,16 @@ die() {
     echo "speedrun.sh: $*" >&2
     exit 1
 }
+for algo in "${algos[@]}"; do
+    [[ -f "verl_configs/${algo}_gsm8k.yaml" ]] ||
+        die "ALGOS names ${algo}, which has no verl_configs/${algo}_gsm8k.yaml; the algorithms: $(
+            cd verl_configs && for f in *_gsm8k.yaml; do printf '%s ' "${f%_gsm8k.yaml}"; done
+        )"
+done
 if [[ -n "${FROM}" && ! " ${STAGES[*]} " == *" ${FROM} "* ]]; then
     die "FROM=${FROM} is not a stage; stages: ${STAGES[*]}"
 fi
+experiment() { echo "$1-speedrun"; } # an RL stage's experiment: models/rl/<algo>-speedrun
 # The stack's user makes the folder (the notebook writes its executed copy there), whoever runs this script.
 "${compose[@]}" exec -T verl mkdir -p "/workspace/${OUT}" ||
     die "the stack does not answer (${compose[*]} exec verl): bring it up first with docker compose up -d"
@@ -52,9 +60,8 @@ outputs() {
     case "$1" in
     data) echo data/gsm8k/train.parquet data/gsm8k/test.parquet ;;
     sft) echo models/sft/latest.json ;;
-    ppo) echo "models/rl/${PPO_EXPERIMENT}/latest_checkpointed_iteration.txt" ;;
-    grpo) echo "models/rl/${GRPO_EXPERIMENT}/latest_checkpointed_iteration.txt" ;;
     eval) echo models/eval/report/report.json ;;
+    *) echo "models/rl/$(experiment "$1")/latest_checkpointed_iteration.txt" ;;
     esac
 }
 
@@ -76,13 +83,13 @@ stage_command() {
         prepare "${data_args[@]}") ;;
     sft) cmd=(exec -T -w /workspace/notebooks jupyter sh -c 'exec papermill sft_training.ipynb "$0" \
         --log-output -p model_path "${BASE_MODEL}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
-    ppo) cmd=(exec -T -e "EXPERIMENT=${PPO_EXPERIMENT}" verl bash run_ppo.sh "${rl_args[@]}") ;;
-    grpo) cmd=(exec -T -e "EXPERIMENT=${GRPO_EXPERIMENT}" verl bash run_grpo.sh "${rl_args[@]}") ;;
     eval)
-        cmd=(exec -T -e "PPO_EXPERIMENT=${PPO_EXPERIMENT}" -e "GRPO_EXPERIMENT=${GRPO_EXPERIMENT}")
+        cmd=(exec -T -e "ALGOS=${algos[*]}")
+        for algo in "${algos[@]}"; do cmd+=(-e "${algo^^}_EXPERIMENT=$(experiment "${algo}")"); done
         for kv in "${eval_env[@]}"; do cmd+=(-e "${kv}"); done
         cmd+=(verl python -m scripts.eval.run_all)
         ;;
+    *) cmd=(exec -T -e "EXPERIMENT=$(experiment "$1")" verl bash run_rl.sh "$1" "${rl_args[@]}") ;;
     esac
 }
 
@@ -108,5 +115,4 @@ for stage in "${STAGES[@]}"; do
 done
 
 # The report card: accuracy with CIs, capability check, wall time and GPU hours per stage; MLflow pipeline run.
-"${compose[@]}" exec -T verl python -m scripts.eval.report_card \
-    --ppo-experiment "${PPO_EXPERIMENT}" --grpo-experiment "${GRPO_EXPERIMENT}" --quick "${QUICK}"
+"${compose[@]}" exec -T verl python -m scripts.eval.report_card --algos "${algos[*]}" --quick "${QUICK}"

@@ -216,7 +216,7 @@ def test_verl_working_dir_holds_the_rl_launchers(services):
     workdir = services["verl"]["working_dir"]
     assert workdir == "/workspace/scripts"
     on_host = REPO / Path(workdir).relative_to("/workspace")
-    for launcher in ("run_ppo.sh", "run_grpo.sh"):
+    for launcher in ("run_ppo.sh", "run_grpo.sh", "run_rl.sh"):
         assert (on_host / launcher).is_file(), f"`docker compose exec verl bash {launcher}` would not find it"
     assert services["jupyter"]["working_dir"] == "/workspace"
 

@@ -279,10 +279,9 @@ def test_a_single_file_is_the_train_split(gsm8k_data_dir, gsm8k_source_dir, tmp_
     assert paired.returncode == 0, paired.stderr
     assert parquet_bytes(tmp_path / "paired") == parquet_bytes(gsm8k_data_dir)
     manifest = json.loads((tmp_path / "paired" / "manifest.json").read_text())
-    assert (
-        manifest["test_source"] == str(test)
-        and manifest["input_sha256"] == json.loads((gsm8k_data_dir / "manifest.json").read_text())["input_sha256"]
-    )  # same rows, same input hash, whatever the layout
+    # same rows, same input hash, whatever the layout
+    assert manifest["test_source"] == str(test)
+    assert manifest["input_sha256"] == json.loads((gsm8k_data_dir / "manifest.json").read_text())["input_sha256"]
 
 
 SNAPSHOT_CARD = """---

@@ -446,6 +446,14 @@ def run_evaluate_all(root: Path, data_dir: Path, *args: str, **env: str) -> subp
     )
 
 
+def test_evaluate_all_takes_its_algorithms_from_verl_configs(tmp_path, gsm8k_data_dir):
+    """ALGOS picks the RL labels among verl_configs/<algo>_gsm8k.yaml; a name without a config stops at once."""
+    proc = run_evaluate_all(tmp_path, gsm8k_data_dir, ALGOS="ppo,nope")
+    assert proc.returncode == 2 and "ALGOS names nope" in proc.stderr and "choose from" in proc.stderr
+    assert "grpo" in proc.stderr and "ppo" in proc.stderr  # the choices come from the folder
+    assert not (tmp_path / "models").exists()  # nothing was written
+
+
 @pytest.fixture(scope="module")
 def evaluate_all_run(fake_repo, tiny_model_dir, gsm8k_data_dir) -> subprocess.CompletedProcess:
     return run_evaluate_all(
@@ -511,9 +519,8 @@ def test_evaluate_all_skips_what_is_missing(evaluate_all_run, fake_repo, tiny_mo
     (root / "models" / "eval").mkdir(parents=True)
     shutil.copy(fake_repo / "models" / "eval" / "base.json", root / "models" / "eval")
     actor = root / "models" / "rl" / "ppo-x" / "global_step_3" / "actor"
-    (actor / "huggingface").mkdir(
-        parents=True
-    )  # verl always saves config + tokenizer here; weights only with hf_model
+    # verl always saves config + tokenizer here; weights only with hf_model
+    (actor / "huggingface").mkdir(parents=True)
     shutil.copy(tiny_model_dir / "config.json", actor / "huggingface")
     (root / "models" / "rl" / "ppo-x" / "latest_checkpointed_iteration.txt").write_text("3\n")
     proc = run_evaluate_all(root, gsm8k_data_dir, BASE_MODEL=str(tiny_model_dir))

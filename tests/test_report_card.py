@@ -35,10 +35,10 @@ def finished_pipeline(root: Path, tiny_model_dir: Path) -> Path:
     return models
 
 
-def run_card(models: Path, **env: str) -> subprocess.CompletedProcess:
+def run_card(models: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run(
-        [sys.executable, *CARD, "--models-dir", str(models)],
+        [sys.executable, *CARD, "--models-dir", str(models), *args],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -75,3 +75,16 @@ def test_card_without_mlflow_is_still_printed(tmp_path, tiny_model_dir):
     assert proc.returncode == 0
     assert re.search(r"^total +226\.0 m +0\.00$", proc.stdout, re.M)  # the CPU stack: no GPU hours
     assert "no pipeline run logged" in proc.stderr and "unreachable" in proc.stderr
+
+
+def test_the_card_has_a_stage_per_algorithm_the_speedrun_ran(tmp_path, tiny_model_dir):
+    """ALGOS=ppo,grpo,rloo: the RL stages are the algorithms of verl_configs/, each on all the GPUs."""
+    models = finished_pipeline(tmp_path, tiny_model_dir)
+    (models / "speedrun" / "rloo.done").write_text(json.dumps({"stage": "rloo", "seconds": 1200}))
+    proc = run_card(models, "--algos", "ppo,grpo,rloo", MLFLOW_TRACKING_URI="http://127.0.0.1:9", N_GPUS="2")
+    assert proc.returncode == 0, proc.stderr
+    stages = [line.split()[0] for line in proc.stdout.splitlines() if re.match(r"^\w+ +[\d.]+ m +[\d.]+$", line)]
+    assert stages == ["data", "sft", "ppo", "grpo", "rloo", "eval", "total"]
+    assert re.search(r"^rloo +20\.0 m +0\.67$", proc.stdout, re.M)  # 20 min on 2 GPUs
+    unknown = run_card(models, "--algos", "ppo,nope", N_GPUS="2")
+    assert unknown.returncode == 2 and "ALGOS names nope" in unknown.stderr and "choose from" in unknown.stderr

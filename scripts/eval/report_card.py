@@ -17,16 +17,20 @@ from typing import Any
 
 from scripts.lib.checkpoints import read_sft_manifest
 from scripts.lib.mlflow_health import check_mlflow, ui_url
-from scripts.lib.paths import sft_manifest, under_repo
+from scripts.lib.paths import parse_algos, sft_manifest, under_repo
 
-STAGES = ("data", "sft", "ppo", "grpo", "eval")
 EXPERIMENT = "gsm8k-pipeline"
 
 
-def stage_times(speedrun_dir: Path) -> dict[str, float]:
+def stages(algos: list[str]) -> list[str]:
+    """The speedrun's stages, in order: data, SFT, one per RL algorithm, evaluation."""
+    return ["data", "sft", *algos, "eval"]
+
+
+def stage_times(speedrun_dir: Path, algos: list[str]) -> dict[str, float]:
     """Seconds per stage from the markers speedrun.sh wrote (a stage skipped in every run has none)."""
     times = {}
-    for stage in STAGES:
+    for stage in stages(algos):
         marker = speedrun_dir / f"{stage}.done"
         if marker.is_file():
             times[stage] = float(json.loads(marker.read_text(encoding="utf-8"))["seconds"])
@@ -35,8 +39,8 @@ def stage_times(speedrun_dir: Path) -> dict[str, float]:
 
 def gpu_hours(times: dict[str, float], n_gpus: int, nnodes: int) -> dict[str, float]:
     """GPU hours per stage: one GPU for SFT and evaluation, all of them for RL, none for data prep."""
-    gpus = {"data": 0, "sft": min(n_gpus, 1), "ppo": n_gpus * nnodes, "grpo": n_gpus * nnodes, "eval": min(n_gpus, 1)}
-    return {stage: seconds * gpus[stage] / 3600 for stage, seconds in times.items()}
+    gpus = {"data": 0, "sft": min(n_gpus, 1), "eval": min(n_gpus, 1)}
+    return {stage: seconds * gpus.get(stage, n_gpus * nnodes) / 3600 for stage, seconds in times.items()}
 
 
 def _pct_ci(value: float, ci: list[float]) -> str:
@@ -58,14 +62,13 @@ def render(report: dict[str, Any] | None, times: dict[str, float], hours: dict[s
             change = "" if row["delta"] is None else f" ({100 * row['delta']:+.1f} vs base) {row['flag']}"
             lines.append(f"capability {row['model']:<6} {row['task']:<14} {score}{change}")
     lines.append(f"{'stage':<8}{'wall':>12}{'GPU hours':>12}")
-    for stage in STAGES:
-        if stage in times:
-            lines.append(f"{stage:<8}{times[stage] / 60:>10.1f} m{hours[stage]:>12.2f}")
+    for stage, seconds in times.items():  # in stage order
+        lines.append(f"{stage:<8}{seconds / 60:>10.1f} m{hours[stage]:>12.2f}")
     lines.append(f"{'total':<8}{sum(times.values()) / 60:>10.1f} m{sum(hours.values()):>12.2f}")
     return "\n".join(lines)
 
 
-def stage_runs(models_dir: Path, ppo_experiment: str, grpo_experiment: str) -> dict[str, str]:
+def stage_runs(models_dir: Path, experiments: dict[str, str]) -> dict[str, str]:
     """MLflow run ids of the stages, from the files each stage keeps them in."""
     runs = {}
     try:
@@ -74,7 +77,7 @@ def stage_runs(models_dir: Path, ppo_experiment: str, grpo_experiment: str) -> d
         manifest = None
     if manifest and manifest.get("mlflow_run_id"):
         runs["sft"] = manifest["mlflow_run_id"]
-    for algo, experiment in (("ppo", ppo_experiment), ("grpo", grpo_experiment)):
+    for algo, experiment in experiments.items():
         run_id_file = models_dir / "rl" / experiment / "mlflow_run_id"
         if run_id_file.is_file():
             runs[algo] = run_id_file.read_text(encoding="utf-8").strip()
@@ -103,14 +106,17 @@ def log_pipeline(report, times, hours, runs: dict[str, str], quick: bool) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", default="models", help="the checkpoint area (relative: under the repo)")
-    parser.add_argument("--ppo-experiment", default="ppo-speedrun")
-    parser.add_argument("--grpo-experiment", default="grpo-speedrun")
+    parser.add_argument("--algos", default="ppo,grpo", help="the RL stages (speedrun.sh's ALGOS)")
     parser.add_argument("--quick", type=int, default=0)
     args = parser.parse_args(argv)
     models_dir = under_repo(args.models_dir)
     report_file = models_dir / "eval" / "report" / "report.json"
     report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else None
-    times = stage_times(models_dir / "speedrun")
+    try:
+        algos = parse_algos(args.algos)
+    except ValueError as exc:
+        parser.error(str(exc))
+    times = stage_times(models_dir / "speedrun", algos)
     hours = gpu_hours(times, int(os.environ.get("N_GPUS", "0")), int(os.environ.get("NNODES", "1")))
     print(render(report, times, hours))
     try:
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:
         print(f"report_card.py: no pipeline run logged: {exc}", file=sys.stderr)
         return 0
-    runs = stage_runs(models_dir, args.ppo_experiment, args.grpo_experiment)
+    runs = stage_runs(models_dir, {algo: f"{algo}-speedrun" for algo in algos})  # speedrun.sh's experiments
     url = log_pipeline(report, times, hours, runs, bool(args.quick))
     print(f"MLflow pipeline run (experiment {EXPERIMENT}): {url}")
     return 0

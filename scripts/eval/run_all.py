@@ -24,15 +24,13 @@ from data import readiness
 from scripts.eval.capability_suite import DEFAULT_SUITE, load_suite
 from scripts.lib.checkpoints import check_model, newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, same_path, sft_manifest
+from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, algorithms, parse_algos, same_path, sft_manifest
 
 
 class Skip(Exception):
     """No model to evaluate for a label; the message says why."""
 
 
-# The setting that names each label's model when it is a hub id (sft is always a folder).
-MODEL_SETTING = {"base": "BASE_MODEL", "ppo": "PPO_MODEL", "grpo": "GRPO_MODEL"}
 OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -68,8 +66,8 @@ def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
         if not (path / "config.json").is_file():
             raise Skip(f"no model at {path} (no config.json)")
         return os.path.abspath(path)
-    if label not in ("ppo", "grpo"):
-        raise Skip("unknown label (MODELS may hold base, sft, ppo, grpo)")
+    if label not in algorithms():
+        raise Skip(f"unknown label (MODELS may hold base, sft and the algorithms of verl_configs/: {algorithms()})")
     upper, rl_dir = label.upper(), models_dir / "rl"
     if env.get(f"{upper}_MODEL"):
         model = env[f"{upper}_MODEL"]
@@ -82,7 +80,7 @@ def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
     else:
         experiment, found = newest_experiment(rl_dir, label)
         if experiment is None:
-            train = f"train with scripts/run_{label}.sh or set {upper}_EXPERIMENT"
+            train = f"train with `bash scripts/run_rl.sh {label}` or set {upper}_EXPERIMENT"
             raise Skip(f"no {rl_dir}/{label}-* experiment; {train}")
         if len(found) > 1:
             print(
@@ -153,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     env = dict(os.environ)
+    try:  # the labels to evaluate: MODELS, else base, sft and ALGOS (default ppo grpo)
+        labels = env.get("MODELS", "").split() or ["base", "sft", *parse_algos(env.get("ALGOS", ""))]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if env.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
         if why := hub_unreachable(env):  # children read the cache at once instead of retrying the hub for minutes
             print(f"the Hugging Face hub does not answer ({why}): working offline, from the cache (HF_HUB_OFFLINE=1)")
@@ -194,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     reported: dict[str, str | None] = {}  # label -> model (None: an earlier result, no model to check now)
     skipped: list[str] = []
     failed: list[str] = []
-    for label in (env.get("MODELS") or "base sft ppo grpo").split():
+    for label in labels:
         out = eval_dir / f"{label}.json"
         try:
             model = resolve_model(label, env, models_dir)
             try:
                 check_model(model)  # a hub id while offline must be in the cache
             except FileNotFoundError as exc:
-                raise Skip(f"{MODEL_SETTING.get(label, label)}: {exc}; or leave {label} out with MODELS") from None
+                setting = f"{label.upper()}_MODEL"
+                raise Skip(f"{setting}: {exc}; or leave {label} out with MODELS") from None
         except Skip as why:
             if out.is_file():
                 print(f"== {label}: {why}; reporting the existing {out}")

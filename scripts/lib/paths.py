@@ -20,6 +20,24 @@ CONTAINER_ROOT = Path("/workspace")
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 MODELS_DIR = REPO_ROOT / "models"  # SFT checkpoints, RL experiments (rl/), evaluation results (eval/)
 DATA_DIR = REPO_ROOT / "data" / "gsm8k"
+VERL_CONFIGS = REPO_ROOT / "verl_configs"  # one <algo>_gsm8k.yaml per RL algorithm, on gsm8k_base.yaml
+PIPELINE_ALGOS = ("ppo", "grpo")  # what the pipeline trains and evaluates unless ALGOS says otherwise
+
+
+def algorithms(config_dir: Path = VERL_CONFIGS) -> list[str]:
+    """The RL algorithms this checkout can run: the folder is the list (verl_configs/<algo>_gsm8k.yaml)."""
+    return sorted(p.name.removesuffix("_gsm8k.yaml") for p in config_dir.glob("*_gsm8k.yaml"))
+
+
+def parse_algos(value: str, config_dir: Path = VERL_CONFIGS) -> list[str]:
+    """ALGOS (`ppo,grpo,rloo` or space-separated) as a list; an unknown name is a ValueError naming the choices."""
+    algos = [a for a in value.replace(",", " ").split() if a] or list(PIPELINE_ALGOS)
+    if unknown := [a for a in algos if a not in algorithms(config_dir)]:
+        raise ValueError(
+            f"ALGOS names {', '.join(unknown)}: no verl_configs/<algo>_gsm8k.yaml; "
+            f"choose from {', '.join(algorithms(config_dir))}"
+        )
+    return algos
 
 
 def sft_manifest(models_dir: Path = MODELS_DIR) -> Path:

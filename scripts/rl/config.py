@@ -15,9 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from scripts.lib.paths import REPO_ROOT
+from scripts.lib.paths import VERL_CONFIGS
 
-CONFIG_DIR = REPO_ROOT / "verl_configs"
+CONFIG_DIR = VERL_CONFIGS
 # `+parent.new_key=...` is legitimate only below these free-form mappings verl reads.
 FREEFORM = {"env_vars", "runtime_env", "reward_kwargs", "engine_kwargs", "vllm", "override_config", "kw_args"}
 # main_ppo never reads these top-level keys (only the fully-async trainer migrates them into `reward.*`).

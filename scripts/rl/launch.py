@@ -24,7 +24,7 @@ import rewards
 from data.readiness import RL_FILES
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step, read_sft_manifest
-from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, SFT_MANIFEST
+from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, SFT_MANIFEST, algorithms
 from scripts.rl import config, preflight
 from scripts.rl.preflight import LaunchError
 
@@ -194,9 +194,8 @@ def build(settings: Settings, user: list[str]) -> tuple[list[str], DictConfig, l
     cfg = config.compose_config(f"{settings.algo}_gsm8k", overrides)
     if settings.ray_address is None and OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus") is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        add(
-            overrides, cfg, "ray_kwargs.ray_init.num_cpus", max(cpus, preflight.ray_cpu_budget(cfg))
-        )  # Ray does not pin
+        # Logical CPUs: Ray does not pin cores, so the machine's count, or verl's budget where that is larger.
+        add(overrides, cfg, "ray_kwargs.ray_init.num_cpus", max(cpus, preflight.ray_cpu_budget(cfg)))
     if settings.run_id:
         add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", settings.run_id)
     problems = config.check_config(cfg, user)
@@ -351,9 +350,8 @@ def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_pref
         if uri != settings.mlflow_uri:  # ALLOW_NO_TRACKING=1 with the server down: verl logs into the local store
             settings.mlflow_uri = uri
             add(overrides, cfg, f"{ENV_VARS}.MLFLOW_TRACKING_URI", uri)
-        add(
-            overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", settings.run_id
-        )  # new on a first launch: into Ray's runtime_env
+        # New on a first launch: into Ray's runtime_env.
+        add(overrides, cfg, f"{ENV_VARS}.MLFLOW_RUN_ID", settings.run_id)
     check_resume(settings, cfg, logged)
     atomic_write(saved := settings.checkpoint_dir / "launch_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"\nverl {settings.algo.upper()} on GSM8K:\n{summary(settings, cfg, reward, ('config', saved))}")
@@ -390,8 +388,10 @@ def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_pref
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other arguments: Hydra overrides.")
-    parser.add_argument("--algo", choices=["ppo", "grpo"], required=True)
+    parser = argparse.ArgumentParser(
+        prog="run_rl.sh", description=__doc__.splitlines()[0], epilog="Other arguments: Hydra overrides."
+    )
+    parser.add_argument("--algo", choices=algorithms(), required=True, help="verl_configs/<algo>_gsm8k.yaml")
     parser.add_argument("--dry-run", action="store_true", help="compose + validate, print, write YAML; no launch")
     parser.add_argument("--skip-preflight", action="store_true", help="skip the GPU/shm/Ray/disk checks")
     args, user = parser.parse_known_args(argv)
