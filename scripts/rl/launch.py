@@ -72,28 +72,28 @@ class Settings:
         model, why, manifest = choose_model(env.get("MODEL_PATH", ""), base, SFT_MANIFEST)
         if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             raise LaunchError(f"MODEL_PATH={model} is not a directory: point it at a model folder or a hub id")
-        exp = env.get("EXPERIMENT") or default_experiment(algo, model)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", exp):
-            raise LaunchError(f"EXPERIMENT={exp!r}: use letters, digits, '.', '_' and '-' only")
-        ckpt = Path(env.get("CHECKPOINT_DIR", MODELS_DIR / "rl" / exp)).expanduser().resolve()
+        experiment = env.get("EXPERIMENT") or default_experiment(algo, model)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", experiment):
+            raise LaunchError(f"EXPERIMENT={experiment!r}: use letters, digits, '.', '_' and '-' only")
+        ckpt = Path(env.get("CHECKPOINT_DIR", MODELS_DIR / "rl" / experiment)).expanduser().resolve()
         data = Path(env.get("DATA_DIR", DATA_DIR)).expanduser().resolve()
         ray = env.get("RAY_ADDRESS") or (None if gpus == "0" else local_ray_cluster(env))  # CPU: a Ray of its own
         return cls(
-            algo,
-            model,
-            why,
-            int(gpus),
-            int(nodes),
-            data,
-            exp,
-            ckpt,
-            env.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"),
-            reward,
-            env.get("GSM8K_SOURCE", ""),
-            env.get("VERL_USE_EXTERNAL_MODULES", ""),
-            ray,
-            manifest.get("mlflow_run_id"),
-            preflight.read_run_id(ckpt),
+            algo=algo,
+            model=model,
+            model_reason=why,
+            n_gpus=int(gpus),
+            nnodes=int(nodes),
+            data_dir=data,
+            experiment=experiment,
+            checkpoint_dir=ckpt,
+            mlflow_uri=env.get("MLFLOW_TRACKING_URI", "http://mlflow:5000"),
+            reward=reward,
+            gsm8k_source=env.get("GSM8K_SOURCE", ""),
+            external_modules=env.get("VERL_USE_EXTERNAL_MODULES", ""),
+            ray_address=ray,
+            sft_run_id=manifest.get("mlflow_run_id"),
+            run_id=preflight.read_run_id(ckpt),
         )
 
     @property
