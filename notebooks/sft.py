@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from data import readiness
 from data.prompt import PROMPT_VERSION
-from rewards.gsm8k import MODES
+from rewards import REWARDS
 from scripts.eval import evaluation
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import check_model
@@ -394,7 +394,7 @@ def write_manifest(cfg: SFTRunConfig, run_id: str, after: evaluation.EvalResult)
         "path": display_path(str(cfg.output_path.resolve())),  # relative in the repo: valid in every container
         "base_model": cfg.model_path,
         "mlflow_run_id": run_id,
-        "eval_accuracy": {mode: after.accuracy[mode] for mode in MODES},
+        "eval_accuracy": dict(after.accuracy),  # by reward name (rewards.REWARDS)
         "eval_samples": after.n,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -425,21 +425,21 @@ def plot_loss(log_history: list[dict[str, float]]) -> Figure:
 
 
 def plot_accuracy(before: evaluation.EvalResult, after: evaluation.EvalResult) -> Figure:
-    """Val accuracy before and after SFT, per reward mode, with 95% Wilson intervals."""
+    """Val accuracy before and after SFT, per registered reward, with 95% Wilson intervals."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     width = 0.38
     for offset, (label, result) in zip((-width / 2, width / 2), (("before", before), ("after", after)), strict=True):
-        acc = [result.accuracy[m] for m in MODES]
+        acc = [result.accuracy[m] for m in REWARDS]
         err = [
-            [a - result.ci95[m][0] for a, m in zip(acc, MODES, strict=True)],
-            [result.ci95[m][1] - a for a, m in zip(acc, MODES, strict=True)],
+            [a - result.ci95[m][0] for a, m in zip(acc, REWARDS, strict=True)],
+            [result.ci95[m][1] - a for a, m in zip(acc, REWARDS, strict=True)],
         ]
-        bars = ax.bar([i + offset for i in range(len(MODES))], acc, width, yerr=err, capsize=4, label=label)
+        bars = ax.bar([i + offset for i in range(len(REWARDS))], acc, width, yerr=err, capsize=4, label=label)
         ax.bar_label(bars, labels=[f"{a:.1%}" for a in acc], padding=2)
-    ax.set_xticks(range(len(MODES)), [f"{m} reward" for m in MODES])
+    ax.set_xticks(range(len(REWARDS)), list(REWARDS))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"val accuracy (n={after.n})")
     ax.set_title("GSM8K val accuracy, greedy, 95% CI")

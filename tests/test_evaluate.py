@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from data.prompt import user_message
+from rewards import REWARDS
 from scripts.eval import evaluate as cli
 from scripts.eval import evaluation as ev
 from scripts.eval.stats import wilson_interval
@@ -68,15 +69,15 @@ def test_score_counts_both_modes():
     problems = [_problem(truth) for _, truth, _, _ in SCORE_CASES]
     result = ev.score(problems, [resp for resp, _, _, _ in SCORE_CASES], model="m", data="d", backend="hf")
     assert result.n == len(SCORE_CASES)
-    assert [s["correct_strict"] for s in result.samples] == [c[2] for c in SCORE_CASES]
-    assert [s["correct_flexible"] for s in result.samples] == [c[3] for c in SCORE_CASES]
-    assert result.accuracy == {"strict": 2 / 6, "flexible": 4 / 6}
-    assert result.ci95["strict"] == wilson_interval(2, 6)
-    assert result.samples[2]["pred_flexible"] == "1008"
+    assert [s["correct_gsm8k_strict"] for s in result.samples] == [c[2] for c in SCORE_CASES]
+    assert [s["correct_gsm8k_flexible"] for s in result.samples] == [c[3] for c in SCORE_CASES]
+    assert result.accuracy == {"gsm8k_strict": 2 / 6, "gsm8k_flexible": 4 / 6}
+    assert result.ci95["gsm8k_strict"] == wilson_interval(2, 6)
+    assert result.samples[2]["pred_gsm8k_flexible"] == "1008"
     metrics = result.metrics("val_after")
-    assert metrics["val_after/accuracy_strict"] == 2 / 6
-    assert metrics["val_after/ci95_high_flexible"] == wilson_interval(4, 6)[1]
-    assert "strict 33.3%" in result.summary()
+    assert metrics["val_after/accuracy_gsm8k_strict"] == 2 / 6
+    assert metrics["val_after/ci95_high_gsm8k_flexible"] == wilson_interval(4, 6)[1]
+    assert "gsm8k_strict 33.3%" in result.summary()
 
 
 def test_score_rejects_misaligned_responses():
@@ -190,15 +191,15 @@ def test_cli_writes_json_and_logs_to_mlflow(tiny_model_dir, gsm8k_data_dir, tmp_
     assert "(n=3, hf)" in proc.stdout
     result = json.loads(out.read_text())
     assert result["n"] == 3 and len(result["samples"]) == 3
-    assert set(result["accuracy"]) == {"strict", "flexible"}
+    assert list(result["accuracy"]) == list(REWARDS)  # every registered reward, by its name
     assert all(lo <= result["accuracy"][m] <= hi for m, (lo, hi) in result["ci95"].items())
-    assert {"response", "pred_strict", "correct_flexible", "ground_truth"} <= set(result["samples"][0])
+    assert {"response", "pred_gsm8k_strict", "correct_gsm8k_flexible", "ground_truth"} <= set(result["samples"][0])
     assert result["prompt_version"] and result["created_at"].endswith("+00:00")
 
     client = MlflowClient(tracking_uri=tracking)
     (run,) = client.search_runs([client.get_experiment_by_name("pytest-eval").experiment_id])
     assert run.data.metrics["val/n"] == 3
-    assert run.data.metrics["val/accuracy_strict"] == result["accuracy"]["strict"]
+    assert run.data.metrics["val/accuracy_gsm8k_strict"] == result["accuracy"]["gsm8k_strict"]
     assert run.data.params["model"] == str(tiny_model_dir)
     assert "eval/val_generations.json" in [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
 

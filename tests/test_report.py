@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -61,10 +62,10 @@ def write_result(
             "question": questions.get(i, f"question {i}"),
             "ground_truth": str(i),
             "response": f"#### {i if s else -1}",
-            "pred_strict": str(i if s else -1),
-            "correct_strict": s,
-            "pred_flexible": str(i if f else -1),
-            "correct_flexible": f,
+            "pred_gsm8k_strict": str(i if s else -1),
+            "correct_gsm8k_strict": s,
+            "pred_gsm8k_flexible": str(i if f else -1),
+            "correct_gsm8k_flexible": f,
         }
         for i, s, f in zip(indices, strict, flexible, strict=True)
     ]
@@ -74,7 +75,7 @@ def write_result(
         "data": fields.pop("data", "/workspace/data/gsm8k/test.parquet"),
         "backend": fields.pop("backend", "vllm"),
         "n": n,
-        "accuracy": {"strict": sum(strict) / n, "flexible": sum(flexible) / n},
+        "accuracy": {"gsm8k_strict": sum(strict) / n, "gsm8k_flexible": sum(flexible) / n},
         "ci95": {},
         "samples": samples,
         "max_new_tokens": fields.pop("max_new_tokens", 512),
@@ -182,18 +183,18 @@ def test_report_writes_table_chart_and_json(four_results, tmp_path):
     data = json.loads((out / "report.json").read_text())
     assert [m["label"] for m in data["models"]] == ["base", "sft", "ppo", "grpo"]  # labels from the file names
     assert data["baseline"] == "base" and data["n"] == 161 and data["data_file"] == "test.parquet"
-    ppo = {c["mode"]: c for c in data["comparisons"] if c["label"] == "ppo"}
-    assert ppo["strict"]["mcnemar_p"] == pytest.approx(0.052479, abs=5e-7)
-    assert ppo["strict"]["ci95_newcombe"] == pytest.approx([-0.1186, -0.0046], abs=5e-5)
-    assert (ppo["strict"]["fixed"], ppo["strict"]["broke"]) == (6, 16)
-    sft = {c["mode"]: c for c in data["comparisons"] if c["label"] == "sft"}
-    assert sft["strict"]["diff"] == 0.0 and sft["strict"]["mcnemar_p"] == 1.0
-    assert data["models"][2]["accuracy"]["strict"] == pytest.approx(65 / 161)
-    assert data["models"][2]["ci95"]["strict"] == pytest.approx(list(wilson_interval(65, 161)))
+    ppo = {c["reward"]: c for c in data["comparisons"] if c["label"] == "ppo"}
+    assert ppo["gsm8k_strict"]["mcnemar_p"] == pytest.approx(0.052479, abs=5e-7)
+    assert ppo["gsm8k_strict"]["ci95_newcombe"] == pytest.approx([-0.1186, -0.0046], abs=5e-5)
+    assert (ppo["gsm8k_strict"]["fixed"], ppo["gsm8k_strict"]["broke"]) == (6, 16)
+    sft = {c["reward"]: c for c in data["comparisons"] if c["label"] == "sft"}
+    assert sft["gsm8k_strict"]["diff"] == 0.0 and sft["gsm8k_strict"]["mcnemar_p"] == 1.0
+    assert data["models"][2]["accuracy"]["gsm8k_strict"] == pytest.approx(65 / 161)
+    assert data["models"][2]["ci95"]["gsm8k_strict"] == pytest.approx(list(wilson_interval(65, 161)))
 
     md = (out / "report.md").read_text()
     assert "| ppo | `models/ppo` | vllm | 161 | 40.4% [33.1, 48.1] |" in md  # container path shown repo-relative
-    assert "| ppo | strict | -6.2 pts |" in md and "[-11.9, -0.5] | 6 / 16 | 0.052 |" in md
+    assert "| ppo | gsm8k_strict | -6.2 pts |" in md and "[-11.9, -0.5] | 6 / 16 | 0.052 |" in md
     assert "External reference numbers" in md and "not produced by this repo" in md
     for anchor in ("| 49.6 |", "| 56.7 |", "| 54.3 |"):
         assert anchor in md
@@ -271,9 +272,9 @@ def test_refuses_results_that_are_not_on_the_same_problems(tmp_path, override, m
     [
         (lambda d: d.pop("samples"), "not an evaluate.py result (missing samples)"),
         (lambda d: d.update(n=3), "n is 3 but it holds 161 samples"),
-        (lambda d: d["accuracy"].update(strict=0.99), "accuracy[strict] says 0.99 but its samples give"),
+        (lambda d: d["accuracy"].update(gsm8k_strict=0.99), "accuracy[gsm8k_strict] says 0.99 but its samples give"),
         (lambda d: d["samples"][1].update(index=0), "problem index 0 appears twice"),
-        (lambda d: d["samples"][4].pop("correct_flexible"), "sample 4 lacks correct_flexible"),
+        (lambda d: d["samples"][4].pop("correct_gsm8k_flexible"), "sample 4 lacks correct_gsm8k_flexible"),
     ],
 )
 def test_refuses_damaged_result_files(tmp_path, damage, message):
@@ -319,15 +320,17 @@ def test_logs_one_mlflow_run_to_a_real_server(four_results, tmp_path):
         (run,) = client.search_runs([client.get_experiment_by_name("eval").experiment_id])
         data = json.loads((out / "report.json").read_text())
         metrics = run.data.metrics
-        assert metrics["ppo/accuracy_strict"] == pytest.approx(data["models"][2]["accuracy"]["strict"])
-        assert metrics["ppo/mcnemar_p_strict"] == pytest.approx(0.052479, abs=5e-7)
-        assert metrics["ppo/diff_vs_base_strict"] == pytest.approx(-10 / 161)
-        sft_strict = next(c for c in data["comparisons"] if c["label"] == "sft" and c["mode"] == "strict")
-        assert metrics["sft/diff_vs_base_ci95_low_strict"] == pytest.approx(sft_strict["ci95_newcombe"][0])
-        assert metrics["sft/diff_vs_base_ci95_low_strict"] < 0 < metrics["sft/diff_vs_base_ci95_high_strict"]
+        assert metrics["ppo/accuracy_gsm8k_strict"] == pytest.approx(data["models"][2]["accuracy"]["gsm8k_strict"])
+        assert metrics["ppo/mcnemar_p_gsm8k_strict"] == pytest.approx(0.052479, abs=5e-7)
+        assert metrics["ppo/diff_vs_base_gsm8k_strict"] == pytest.approx(-10 / 161)
+        sft_strict = next(c for c in data["comparisons"] if c["label"] == "sft" and c["reward"] == "gsm8k_strict")
+        assert metrics["sft/diff_vs_base_ci95_low_gsm8k_strict"] == pytest.approx(sft_strict["ci95_newcombe"][0])
+        assert (
+            metrics["sft/diff_vs_base_ci95_low_gsm8k_strict"] < 0 < metrics["sft/diff_vs_base_ci95_high_gsm8k_strict"]
+        )
         assert run.data.params["baseline"] == "base" and run.data.params["n"] == "161"
         assert run.info.run_name == "report-base-sft-ppo-grpo-test"
-        assert "| ppo | strict | -6.2 pts |" in run.data.tags["mlflow.note.content"]  # the table on the run page
+        assert "| ppo | gsm8k_strict | -6.2 pts |" in run.data.tags["mlflow.note.content"]  # the table on the run page
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
         assert artifacts == {"report/report.md", "report/report.json", "report/accuracy.png"}
         results = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
@@ -387,7 +390,7 @@ def test_report_reads_real_evaluate_outputs(evaluated, tmp_path):
             assert entry["ci95"][mode] == pytest.approx(interval)  # evaluate.py's Wilson interval, recomputed
     base, tuned = (json.loads(evaluated[k].read_text())["samples"] for k in ("base", "tuned"))
     for c in data["comparisons"]:
-        mode = c["mode"]
+        mode = c["reward"]
         fixed = sum(t[f"correct_{mode}"] and not b[f"correct_{mode}"] for b, t in zip(base, tuned, strict=True))
         broke = sum(b[f"correct_{mode}"] and not t[f"correct_{mode}"] for b, t in zip(base, tuned, strict=True))
         assert (c["fixed"], c["broke"]) == (fixed, broke)
@@ -596,3 +599,34 @@ def test_evaluate_all_without_the_hub_skips_what_it_cannot_reach_and_evaluates_t
     assert proc.returncode == 1 and err.splitlines()[-1] == "error: failed (see above): capability check (sft)"
     assert "Retrying" not in err and "Traceback" not in out + err, err[-3000:]
     assert took < 300, f"{took:.0f} s"
+
+
+def test_a_new_registered_reward_is_measured_and_reported(monkeypatch, tmp_path):
+    """One function plus one registry line: evaluation scores it, the report gives it a column and a comparison."""
+    import rewards
+    from scripts.eval import comparison, evaluation
+
+    def exact_line(data_source, solution_str, ground_truth, extra_info=None):
+        acc = float(solution_str.strip() == f"#### {ground_truth}")
+        return {"score": acc, "acc": acc}
+
+    monkeypatch.setitem(rewards.REWARDS, "exact_line", exact_line)
+    problems = [evaluation.Problem(i, f"q{i}", str(i), []) for i in range(4)]
+    answers = ["#### 0", "The answer is #### 1 ok", "#### 7", "#### 3"]
+    files = []
+    for label, responses in (("base", ["#### 9"] * 4), ("ppo", answers)):
+        result = evaluation.score(problems, responses, model=label, data="/data/gsm8k/test.parquet", backend="hf")
+        assert list(result.accuracy) == ["gsm8k_strict", "gsm8k_flexible", "exact_line"]
+        files.append(tmp_path / f"{label}.json")
+        files[-1].write_text(json.dumps(dataclasses.asdict(result)))
+    assert json.loads(files[1].read_text())["accuracy"]["exact_line"] == 0.5  # "#### 0" and "#### 3"
+    results = [comparison.load_result(path, path.stem) for path in files]
+    report = comparison.build_report(results, "base")
+    assert report["rewards"] == ["gsm8k_strict", "gsm8k_flexible", "exact_line"]
+    assert "exact_line [95% CI]" in rp.render_markdown(report)
+    assert any(c["reward"] == "exact_line" and c["fixed"] == 2 for c in report["comparisons"])
+
+    monkeypatch.delitem(rewards.REWARDS, "exact_line")  # a result from before the registry changed
+    older = comparison.load_result(write_result(tmp_path / "sft.json", [True] * 4), "sft")
+    with pytest.raises(comparison.ReportError, match="scored with different rewards"):
+        comparison.build_report([results[0], older], "base")

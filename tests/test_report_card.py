@@ -66,7 +66,7 @@ def test_card_shows_accuracy_time_and_gpu_hours_and_links_the_runs(tmp_path, tin
     tags, metrics = runs[0].data.tags, runs[0].data.metrics
     assert (tags["run_id.sft"], tags["run_id.ppo"], tags["run_id.grpo"]) == ("s1", "ppo-run", "grpo-run")
     assert metrics["gpu_hours/ppo"] == 8.0 and metrics["seconds/eval"] == 1800
-    assert metrics["ppo/accuracy_strict"] == 65 / 161
+    assert metrics["ppo/accuracy_gsm8k_strict"] == 65 / 161
 
 
 def test_card_without_mlflow_is_still_printed(tmp_path, tiny_model_dir):

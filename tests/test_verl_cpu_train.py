@@ -87,17 +87,18 @@ def ray_logs(tmp_path):
                 shutil.rmtree(line.split()[2].split("/ray/")[0], ignore_errors=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C to the whole run (driver, local Ray), then whatever is left of its process group."""
-    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def stop(proc: subprocess.Popen, log: Path | None = None) -> None:
+    """kill -9 the whole run, as a crash or an OOM kill would: the launcher's process group, then whatever of its
+    own Ray (named by the `ray logs:` line, its RAY_TMPDIR) lives outside that group. Not Ctrl-C: in CI a run
+    sent SIGINT after its step-1 checkpoint went on to finish all 3 steps."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+    for line in (log.read_text(errors="replace").splitlines() if log else []):
+        if line.startswith("ray logs: /tmp/ray-"):
+            subprocess.run(["pkill", "-9", "-f", line.split()[2].split("/ray/")[0]], check=False)
 
 
 def wait_for(proc: subprocess.Popen, log: Path, done, timeout: float = LAUNCH_TIMEOUT) -> float:
@@ -159,7 +160,7 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     ckpt, log = tmp_path / "ppo", tmp_path / "ppo.log"
     first = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(first, log, lambda: step(ckpt) >= 1)
-    stop(first)  # killed mid-run, after a checkpoint (step 1, or 2 if the kill lands late)
+    stop(first, log)  # killed mid-run, after a checkpoint (step 1, or 2 where the kill lands late)
     note("ppo_first_launch_to_step1_s", round(took))
     killed_at = step(ckpt)
     assert killed_at in (1, 2) and (ckpt / f"global_step_{killed_at}" / "critic").is_dir()

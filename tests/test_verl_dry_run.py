@@ -1,13 +1,16 @@
-"""`bash scripts/run_ppo.sh --dry-run` / `run_grpo.sh --dry-run`: composed and validated by verl 0.9.1 on CPU.
+"""`bash scripts/run_rl.sh <algo> --dry-run` (run_ppo.sh / run_grpo.sh): composed and validated by verl 0.9.1 on CPU.
 
 Each case runs the real scripts the way a user does (any working directory, env knobs, Hydra overrides)
 with the tiny offline model as MODEL_PATH and the prepared fixture data as DATA_DIR. A dry run needs no
-GPU, Ray cluster or network; a bad config must exit non-zero within seconds, naming the key.
+GPU, Ray cluster or network; a bad config must exit non-zero within seconds, naming the key. Every preset
+in verl_configs/ (the folder is the list) dry-runs with the settings that define its algorithm, and every
+setting in it names its source.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
+
+from scripts.lib.paths import VERL_CONFIGS, algorithms
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -249,7 +255,8 @@ def test_bad_reward_mode_is_caught_by_calling_the_reward(
 def test_missing_data_is_reported_not_fatal(capsys, no_ray_cluster, tiny_model_dir, tmp_path):
     rc, out, err = main(capsys, tiny_model_dir, tmp_path / "no-data", tmp_path / "ckpt", "--algo", "grpo")
     assert rc == 0, err
-    assert "missing train.parquet, val.parquet (a real launch runs data/prepare_gsm8k.py first)" in out
+    assert f"data is missing in {tmp_path / 'no-data'}: train.parquet, val.parquet;" in out
+    assert "(a real launch runs data/prepare_gsm8k.py first)" in out
 
 
 def test_legacy_reward_key_message_points_to_the_new_key(
@@ -264,7 +271,7 @@ def test_legacy_reward_key_message_points_to_the_new_key(
 
 def test_scripts_are_shellcheck_clean():
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    scripts = ["run_ppo.sh", "run_grpo.sh", "export_checkpoint.sh"]
+    scripts = ["run_rl.sh", "run_ppo.sh", "run_grpo.sh", "export_checkpoint.sh"]
     result = subprocess.run([str(shellcheck), "-x", *scripts], cwd=SCRIPTS, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
@@ -287,3 +294,207 @@ def test_a_typod_key_is_refused_naming_the_nearest_real_key(
     result = dry_run("ppo", tiny_model_dir, gsm8k_data_dir, tmp_path / "ckpt", override)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"did you mean {nearest}?" in result.stderr, result.stderr
+
+
+# --- Presets: verl_configs/<algo>_gsm8k.yaml, one algorithm each (scripts.lib.paths.algorithms()) ---
+
+ROLLOUT = "actor_rollout_ref.rollout"
+NO_KL = {f"{ACTOR}.use_kl_loss": False, "algorithm.use_kl_in_reward": False}  # no reference policy at all
+# What defines each algorithm, as it must reach the composed config. A new preset needs a row here.
+DEFINING: dict[str, dict[str, object]] = {
+    "ppo": {"algorithm.adv_estimator": "gae", "algorithm.use_kl_in_reward": True, f"{ACTOR}.entropy_coeff": 0.001},
+    "grpo": {
+        "algorithm.adv_estimator": "grpo",
+        f"{ACTOR}.use_kl_loss": True,
+        f"{ACTOR}.kl_loss_coef": 0.001,
+        f"{ACTOR}.kl_loss_type": "low_var_kl",
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+    "rloo": {
+        "algorithm.adv_estimator": "rloo",
+        "algorithm.use_kl_in_reward": True,
+        "algorithm.kl_penalty": "kl",
+        f"{ACTOR}.use_kl_loss": False,
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+    "reinforce_pp": {
+        "algorithm.adv_estimator": "reinforce_plus_plus_baseline",  # the group-mean baseline variant, for n > 1
+        "algorithm.use_kl_in_reward": True,
+        f"{ACTOR}.use_kl_loss": False,
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+    "drgrpo": {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.norm_adv_by_std_in_grpo": False,
+        f"{ACTOR}.loss_agg_mode": "seq-mean-token-sum-norm",
+        f"{ACTOR}.loss_scale_factor": 1024,  # the constant: max_response_length
+        **NO_KL,
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+    "gspo": {
+        "algorithm.adv_estimator": "grpo",
+        f"{ACTOR}.policy_loss.loss_mode": "gspo",
+        f"{ACTOR}.clip_ratio_low": 0.0003,
+        f"{ACTOR}.clip_ratio_high": 0.0004,
+        f"{ACTOR}.loss_agg_mode": "seq-mean-token-mean",
+        **NO_KL,
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+    "dapo": {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.filter_groups.enable": True,
+        "algorithm.filter_groups.metric": "acc",
+        f"{ACTOR}.clip_ratio_low": 0.2,
+        f"{ACTOR}.clip_ratio_high": 0.28,
+        f"{ACTOR}.loss_agg_mode": "token-mean",
+        **NO_KL,
+        "reward.reward_manager.name": "dapo",
+        "reward.reward_kwargs.max_resp_len": 1024,
+        "reward.reward_kwargs.overlong_buffer_cfg.enable": True,
+        "reward.reward_kwargs.overlong_buffer_cfg.len": 256,
+        "reward.reward_kwargs.overlong_buffer_cfg.penalty_factor": 1.0,
+        f"{ROLLOUT}.n": 5,
+        "critic.enable": False,
+    },
+}
+# Same budget everywhere so the algorithms compare directly (gsm8k_base.yaml; no preset changes them).
+SHARED = {
+    "data.train_batch_size": 256,
+    f"{ACTOR}.ppo_mini_batch_size": 64,
+    f"{ACTOR}.optim.lr": 1e-6,
+    f"{ACTOR}.ppo_epochs": 1,
+    "trainer.total_epochs": 15,
+    "data.max_response_length": 1024,
+}
+
+
+def test_every_preset_is_listed():
+    assert {"ppo", "grpo", "rloo", "reinforce_pp", "drgrpo", "gspo", "dapo"} <= set(algorithms())
+    assert not set(algorithms()) - set(DEFINING), "add the settings that define the new preset to DEFINING"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", algorithms())
+def test_every_preset_dry_runs_with_its_algorithm(
+    algo, capsys, no_ray_cluster, tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    """`bash scripts/run_rl.sh <algo> --dry-run`: composed, checked by verl, the algorithm's settings in effect."""
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
+
+    ckpt = tmp_path / "ckpt"
+    rc, out, err = main(capsys, tiny_model_dir, gsm8k_data_dir, ckpt, "--algo", algo)
+    assert rc == 0, err
+    cfg = OmegaConf.load(ckpt / "dry_run_config.yaml")
+    want = DEFINING[algo] | SHARED
+    got = {key: OmegaConf.select(cfg, key, default="<missing>") for key in want}
+    assert got == want
+    adv, loss_mode = cfg.algorithm.adv_estimator, cfg.actor_rollout_ref.actor.policy_loss.loss_mode
+    get_adv_estimator_fn(adv), get_policy_loss_fn(loss_mode)  # both registered in verl 0.9.1's core
+    assert f"verl {algo.upper()} on GSM8K, dry run" in out
+    assert f"algorithm   {algo}: adv_estimator={adv}, critic {'on' if algo == 'ppo' else 'off'}" in out
+    assert f"{REPO / 'rewards' / 'gsm8k.py'}:compute_score {{'mode': 'strict'}} (as verl's loader resolves it)" in out
+    assert cfg.trainer.experiment_name == f"{algo}-{tiny_model_dir.name}"  # the launcher's, from EXPERIMENT's default
+
+
+@pytest.mark.slow
+def test_dapo_overlong_penalty_scores_our_reward(tiny_model_dir):
+    """verl 0.9.1's `dapo` reward manager, as dapo_gsm8k.yaml configures it, around rewards/gsm8k.py:compute_score."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+    from verl import DataProto
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    from scripts.rl import config as rl_config
+
+    reward = [f"reward.custom_reward_function.path={REPO / 'rewards' / 'gsm8k.py'}"]
+    cfg = rl_config.compose_config("dapo_gsm8k", reward)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    manager = load_reward_manager(cfg, tokenizer)
+    assert type(manager).__name__ == "DAPORewardManager"
+    limit = cfg.data.max_response_length
+    answer = tokenizer("6 * 7 = 42\n#### 42", add_special_tokens=False)["input_ids"]
+    filler = tokenizer(" ok", add_special_tokens=False)["input_ids"]
+
+    def score(length: int) -> dict:
+        """The manager's result for a right answer `length` tokens long (filler, then the `####` line)."""
+        ids = (filler * length)[: length - len(answer)] + answer
+        responses = torch.zeros(1, limit, dtype=torch.long)
+        responses[0, :length] = torch.tensor(ids)
+        attention = torch.cat([torch.ones(1, 3), (torch.arange(limit) < length).float()[None]], dim=1).long()
+        data = DataProto.from_dict(
+            tensors={
+                "prompts": torch.ones(1, 3, dtype=torch.long),
+                "responses": responses,
+                "attention_mask": attention,
+            },
+            non_tensors={
+                "data_source": np.array(["openai/gsm8k"], dtype=object),
+                "reward_model": np.array([{"ground_truth": "42"}], dtype=object),
+                "extra_info": np.array([{}], dtype=object),
+            },
+        )
+        return manager.loop.run_until_complete(manager.run_single(data))
+
+    # No penalty up to max_response_length - overlong_buffer_cfg.len = 768 tokens, then linear to -1 at 1024.
+    for length, want in [(20, 1.0), (768, 1.0), (896, 0.5), (1024, 0.0)]:
+        result = score(length)
+        assert float(result["reward_score"]) == pytest.approx(want), (length, result)
+        # `acc` (what filter_groups reads) stays the reward's own: the penalty changes only the score.
+        assert result["reward_extra_info"] == {"score": 1.0, "acc": 1.0, "pred": "42"}
+
+
+# Source tags: `[name]` or `[name: detail; other]`, defined in a preset's header or gsm8k_base.yaml's.
+SOURCE = re.compile(r"\[[a-z][\w-]*[]:,;]|https?://|arxiv:?\s*\d{4}\.\d{4,5}|\b(?:examples|docs|verl|recipe)/\w", re.I)
+PLUMBING = {"hydra", "defaults"}  # Hydra's search path and defaults list: the same in every preset
+
+
+def settings_and_comments(text: str) -> list[tuple[str, str]]:
+    """[(dotted key or `key[]` list item, its comment: the block just above plus the line's own)] per setting."""
+    found, path, above = [], [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        if not stripped:
+            above = []
+            continue
+        indent = len(line) - len(line.lstrip())
+        body, _, inline = line.partition(" #")
+        if (m := re.match(r"\s*([\w.-]+):\s*(.*)$", body)) is None:  # a block list item: `- value`
+            key, value = f"{'.'.join(k for _, k in path)}[]", body.strip()
+        else:
+            path = [(i, k) for i, k in path if i < indent] + [(indent, m.group(1))]
+            key, value = ".".join(k for _, k in path), m.group(2).strip()
+        if value and path[0][1] not in PLUMBING:
+            found.append((key, " ".join([*above, inline])))
+        above = [] if value else [*above, inline]  # a mapping's comment also covers its first, unspaced child
+    return found
+
+
+def defined_tags(text: str) -> set[str]:
+    return set(re.findall(r"^#\s+\[([\w-]+)\]\s", text, re.M))
+
+
+@pytest.mark.parametrize("algo", algorithms())
+def test_every_preset_setting_names_its_source(algo):
+    """Each value a preset sets has a source in the comment block above it (or on its line): a [tag] defined in
+    the file's header or gsm8k_base.yaml's, a URL, an arXiv id or a verl path (examples/, docs/, verl/)."""
+    text = (VERL_CONFIGS / f"{algo}_gsm8k.yaml").read_text()
+    settings = settings_and_comments(text)
+    assert settings, "no settings found"
+    assert "algorithm.adv_estimator" in dict(settings)
+    unsourced = {key for key, comment in settings if not SOURCE.search(comment)}
+    assert not unsourced, f"verl_configs/{algo}_gsm8k.yaml: no source in the comments of {sorted(unsourced)}"
+    tags = defined_tags(text) | defined_tags((VERL_CONFIGS / "gsm8k_base.yaml").read_text())
+    used = {tag for _, comment in settings for tag in re.findall(r"\[([a-z][\w-]*)[]:,;]", comment)}
+    assert used <= tags, f"tags used but not defined in the header: {sorted(used - tags)}"
+    # The preset's own run name; the launcher derives the same (scripts/rl/launch.py default_experiment).
+    assert yaml.safe_load(text)["trainer"]["experiment_name"] == f"{algo}-qwen2.5-0.5b-instruct"
+    assert yaml.safe_load(text)["defaults"] == ["ppo_trainer", "gsm8k_base", "_self_"]

@@ -185,7 +185,7 @@ cfg = sft.SFTRunConfig.from_notebook(output_dir=sys.argv[1], data_dir=sys.argv[1
 run = sft.start_mlflow_run(cfg)
 for step, loss in enumerate([1.91, 1.24, 0.83], start=1):
     mlflow.log_metric("loss", loss, step=step)
-mlflow.log_metrics({"val_after/accuracy_strict": 0.375, "val_after/accuracy_flexible": 0.5})
+mlflow.log_metrics({"val_after/accuracy_gsm8k_strict": 0.375, "val_after/accuracy_gsm8k_flexible": 0.5})
 sft.end_mlflow_run()
 print(run.info.experiment_id, run.info.run_id)
 """
@@ -226,7 +226,7 @@ def test_mlflow_run_page_shows_metrics_and_params(sft_run, browse):
     page = browse(f"{sft_run.uri}/#/experiments/{sft_run.experiment_id}/runs/{sft_run.run_id}")
     assert SFT_RUN in page.text and "Status Finished" in page.text
     # the metrics table: name, then latest value
-    assert "loss 0.83" in page.text and "val_after/accuracy_strict 0.375" in page.text
+    assert "loss 0.83" in page.text and "val_after/accuracy_gsm8k_strict 0.375" in page.text
     assert "sft.learning_rate 3e-05" in page.text  # the parameters table
     assert "stage : sft" in page.text  # the notebook's tags
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from rewards.gsm8k import MODES
 from scripts.eval.evaluation import EvalResult
 from scripts.eval.stats import mcnemar_exact_p, newcombe_paired_interval, wilson_interval
 
@@ -41,7 +40,7 @@ class ReportError(ValueError):
 
 @dataclass
 class Labelled:
-    """An evaluate.py output read back, under its report label; `correct[mode]` in problem-index order."""
+    """An evaluate.py output read back, under its report label; `correct[reward]` in problem-index order."""
 
     label: str
     path: Path
@@ -52,11 +51,11 @@ class Labelled:
 
 @dataclass
 class Paired:
-    """Model vs baseline on the same n problems, one reward mode."""
+    """Model vs baseline on the same n problems, under one reward."""
 
     label: str
     baseline: str
-    mode: str
+    reward: str
     n: int
     both_correct: int
     fixed: int  # solved by the model, not by the baseline
@@ -68,7 +67,7 @@ class Paired:
 
 
 def compare(
-    model: np.ndarray, reference: np.ndarray, *, label: str = "", baseline: str = "", mode: str = ""
+    model: np.ndarray, reference: np.ndarray, *, label: str = "", baseline: str = "", reward: str = ""
 ) -> Paired:
     """Paired statistics of `model` vs `reference`: boolean correctness over the same problems, same order."""
     model, reference = np.asarray(model, dtype=bool), np.asarray(reference, dtype=bool)
@@ -79,7 +78,8 @@ def compare(
     neither = n - both - fixed - broke
     diff = (fixed - broke) / n if n else 0.0
     interval = newcombe_paired_interval(both, fixed, broke, neither)
-    return Paired(label, baseline, mode, n, both, fixed, broke, neither, diff, interval, mcnemar_exact_p(fixed, broke))
+    p_value = mcnemar_exact_p(fixed, broke)
+    return Paired(label, baseline, reward, n, both, fixed, broke, neither, diff, interval, p_value)
 
 
 def load_result(path: str | Path, label: str) -> Labelled:
@@ -101,7 +101,10 @@ def load_result(path: str | Path, label: str) -> Labelled:
     if not isinstance(samples, list) or len(samples) != raw["n"]:
         count = len(samples) if isinstance(samples, list) else "no"
         raise ReportError(f"{path}: n is {raw['n']} but it holds {count} samples; the file is damaged, {redo}")
-    keys = ["index", "question", "ground_truth", *(f"correct_{m}" for m in MODES)]
+    if not isinstance(raw["accuracy"], dict) or not raw["accuracy"]:
+        raise ReportError(f"{path}: its accuracy names no reward; the file is damaged, {redo}")
+    rewards = list(raw["accuracy"])  # the rewards it was measured with (rewards.REWARDS when it was made)
+    keys = ["index", "question", "ground_truth", *(f"correct_{name}" for name in rewards)]
     problems: dict[int, tuple[str, str]] = {}
     for i, sample in enumerate(samples):
         gone = [k for k in keys if not isinstance(sample, dict) or k not in sample]
@@ -112,13 +115,13 @@ def load_result(path: str | Path, label: str) -> Labelled:
             raise ReportError(f"{path}: problem index {index} appears twice (samples {i} and another); {redo}")
         problems[index] = (str(sample["question"]), str(sample["ground_truth"]))
     order = sorted(range(len(samples)), key=lambda i: int(samples[i]["index"]))
-    correct = {m: np.array([bool(samples[i][f"correct_{m}"]) for i in order], dtype=bool) for m in MODES}
-    for mode in MODES:
-        stated = (raw["accuracy"] or {}).get(mode)
-        counted = float(correct[mode].mean()) if len(samples) else 0.0
+    correct = {name: np.array([bool(samples[i][f"correct_{name}"]) for i in order], dtype=bool) for name in rewards}
+    for name in rewards:
+        stated = raw["accuracy"][name]
+        counted = float(correct[name].mean()) if len(samples) else 0.0
         if stated is None or abs(float(stated) - counted) > 1e-9:
             raise ReportError(
-                f"{path}: accuracy[{mode}] says {stated} but its samples give {counted:.6f}; "
+                f"{path}: accuracy[{name}] says {stated} but its samples give {counted:.6f}; "
                 f"the file was edited or damaged, {redo}"
             )
     result = EvalResult(**{f.name: raw[f.name] for f in fields(EvalResult)})
@@ -135,6 +138,11 @@ def check_comparable(results: list[Labelled]) -> list[str]:
         if Path(mine.data).name != Path(theirs.data).name:
             raise ReportError(
                 f"{pair} were evaluated on different data files ({mine.data} vs {theirs.data}); {fix} on one file"
+            )
+        if list(mine.accuracy) != list(theirs.accuracy):
+            raise ReportError(
+                f"{pair} were scored with different rewards ({', '.join(mine.accuracy)} vs "
+                f"{', '.join(theirs.accuracy)}: the registry in rewards/__init__.py changed in between); {fix}"
             )
         for field, what in (
             ("n", "have different problem counts"),
@@ -170,9 +178,10 @@ def build_report(results: list[Labelled], baseline: str) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (after `check_comparable`)."""
     warnings = check_comparable(results)
     base = next(r for r in results if r.label == baseline)
+    rewards = list(base.result.accuracy)
     models = []
     for r in results:
-        correct = {m: int(r.correct[m].sum()) for m in MODES}
+        correct = {name: int(r.correct[name].sum()) for name in rewards}
         models.append(
             {
                 "label": r.label,
@@ -181,16 +190,16 @@ def build_report(results: list[Labelled], baseline: str) -> dict[str, Any]:
                 "result_file": str(r.path),
                 "evaluated_at": r.result.created_at,
                 "correct": correct,
-                "accuracy": {m: correct[m] / r.result.n if r.result.n else 0.0 for m in MODES},
-                "ci95": {m: list(wilson_interval(correct[m], r.result.n)) for m in MODES},
+                "accuracy": {name: correct[name] / r.result.n if r.result.n else 0.0 for name in rewards},
+                "ci95": {name: list(wilson_interval(correct[name], r.result.n)) for name in rewards},
             }
         )
     comparisons = []
     for r in results:
         if r is base:
             continue
-        for mode in MODES:
-            paired = compare(r.correct[mode], base.correct[mode], label=r.label, baseline=baseline, mode=mode)
+        for name in rewards:
+            paired = compare(r.correct[name], base.correct[name], label=r.label, baseline=baseline, reward=name)
             comparisons.append({**vars(paired), "ci95_newcombe": list(paired.ci95_newcombe)})
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,7 +210,7 @@ def build_report(results: list[Labelled], baseline: str) -> dict[str, Any]:
         "max_new_tokens": base.result.max_new_tokens,
         "decoding": "greedy",
         "baseline": baseline,
-        "modes": list(MODES),
+        "rewards": rewards,
         "confidence": 0.95,
         "models": models,
         "comparisons": comparisons,

@@ -16,7 +16,8 @@ from typing import Any
 
 from data.prompt import DATA_SOURCE, PROMPT_VERSION, user_message
 from data.readiness import prepare_command, stale_prompt
-from rewards.gsm8k import MODES, canonical_number, compute_score
+from rewards import REWARDS
+from rewards.gsm8k import canonical_number
 from scripts.eval.stats import wilson_interval
 from scripts.lib import vllm_cpu
 
@@ -40,7 +41,8 @@ class Problem:
 
 @dataclass
 class EvalResult:
-    """One model on one file: accuracy per reward mode, its 95% interval, every generation (`samples`).
+    """One model on one file: accuracy under each reward of the registry (rewards.REWARDS, keyed by its name), its
+    95% interval, every generation (`samples`).
 
     scripts/eval/evaluate.py writes it as JSON (`dataclasses.asdict`); scripts/eval/report.py reads it back."""
 
@@ -56,16 +58,17 @@ class EvalResult:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        """Flat metrics for a tracker, e.g. `val_after/accuracy_strict`, `val_after/ci95_low_strict`."""
+        """Flat metrics for a tracker, e.g. `val_after/accuracy_gsm8k_strict`, `val_after/ci95_low_gsm8k_strict`."""
         out: dict[str, float] = {f"{prefix}/n": float(self.n)}
-        for mode in MODES:
-            out[f"{prefix}/accuracy_{mode}"] = self.accuracy[mode]
-            out[f"{prefix}/ci95_low_{mode}"], out[f"{prefix}/ci95_high_{mode}"] = self.ci95[mode]
+        for name in self.accuracy:
+            out[f"{prefix}/accuracy_{name}"] = self.accuracy[name]
+            out[f"{prefix}/ci95_low_{name}"], out[f"{prefix}/ci95_high_{name}"] = self.ci95[name]
         return out
 
     def summary(self) -> str:
         parts = [
-            f"{mode} {self.accuracy[mode]:.1%} [{self.ci95[mode][0]:.1%}, {self.ci95[mode][1]:.1%}]" for mode in MODES
+            f"{name} {self.accuracy[name]:.1%} [{self.ci95[name][0]:.1%}, {self.ci95[name][1]:.1%}]"
+            for name in self.accuracy
         ]
         return f"{self.model} on {self.data} (n={self.n}, {self.backend}): " + ", ".join(parts)
 
@@ -103,11 +106,14 @@ def _problem(path: Path, i: int, row: dict[str, Any]) -> Problem:
 
 
 def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalResult:
-    """Score responses (one per problem, same order) in both modes; `meta` fills model/data/backend."""
+    """Score responses (one per problem, same order) with every registered reward; `meta` fills model/data/backend.
+
+    A sample holds `correct_<reward>` (the reward's `acc`) and `pred_<reward>` (its `pred`, None if it has none).
+    """
     if len(problems) != len(responses):
         raise ValueError(f"{len(responses)} responses for {len(problems)} problems")
     samples = []
-    correct = dict.fromkeys(MODES, 0)
+    correct = dict.fromkeys(REWARDS, 0)
     for problem, response in zip(problems, responses, strict=True):
         sample: dict[str, Any] = {
             "index": problem.index,
@@ -115,11 +121,11 @@ def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalRes
             "ground_truth": problem.ground_truth,
             "response": response,
         }
-        for mode in MODES:
-            result = compute_score(DATA_SOURCE, response, problem.ground_truth, mode=mode)
-            sample[f"pred_{mode}"] = result["pred"]
-            sample[f"correct_{mode}"] = bool(result["acc"])
-            correct[mode] += int(result["acc"])
+        for name, reward in REWARDS.items():
+            result = reward(DATA_SOURCE, response, problem.ground_truth)
+            sample[f"pred_{name}"] = result.get("pred")
+            sample[f"correct_{name}"] = bool(result["acc"])
+            correct[name] += int(result["acc"])
         samples.append(sample)
     n = len(samples)
     return EvalResult(
@@ -127,8 +133,8 @@ def score(problems: list[Problem], responses: list[str], **meta: Any) -> EvalRes
         data=str(meta.get("data", "")),
         backend=str(meta.get("backend", "")),
         n=n,
-        accuracy={mode: correct[mode] / n if n else 0.0 for mode in MODES},
-        ci95={mode: wilson_interval(correct[mode], n) for mode in MODES},
+        accuracy={name: correct[name] / n if n else 0.0 for name in REWARDS},
+        ci95={name: wilson_interval(correct[name], n) for name in REWARDS},
         samples=samples,
         max_new_tokens=int(meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
     )

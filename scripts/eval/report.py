@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from rewards.gsm8k import MODES
 from scripts.eval.capability_suite import compare
 from scripts.eval.comparison import Labelled, ReportError, build_report, load_result
 from scripts.lib.atomic import atomic_write
@@ -48,7 +47,7 @@ def _p(p: float) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The human-readable report: settings, accuracy table, paired differences, how to read it, anchors."""
-    n, base = report["n"], report["baseline"]
+    n, base, rewards = report["n"], report["baseline"], report["rewards"]
     lines = [
         "# GSM8K evaluation report",
         "",
@@ -57,25 +56,24 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Accuracy",
         "",
-        "| model | checkpoint | backend | n | strict [95% CI] | flexible [95% CI] |",
-        "| --- | --- | --- | ---: | --- | --- |",
+        "| model | checkpoint | backend | n | " + " | ".join(f"{name} [95% CI]" for name in rewards) + " |",
+        "| --- | --- | --- | ---: |" + " --- |" * len(rewards),
     ]
     for m in report["models"]:
-        cells = [f"{_pct(m['accuracy'][mode])} {_ci(*m['ci95'][mode])}" for mode in ("strict", "flexible")]
-        lines.append(
-            f"| {m['label']} | `{display_path(m['model'])}` | {m['backend']} | {n} | {cells[0]} | {cells[1]} |"
-        )
+        cells = " | ".join(f"{_pct(m['accuracy'][name])} {_ci(*m['ci95'][name])}" for name in rewards)
+        lines.append(f"| {m['label']} | `{display_path(m['model'])}` | {m['backend']} | {n} | {cells} |")
     if report["comparisons"]:
         lines += [
             "",
             f"## Difference vs {base} (paired, same {n} problems)",
             "",
-            "| model | mode | difference | 95% CI (Newcombe, paired) | fixed / broken | McNemar exact p |",
+            "| model | reward | difference | 95% CI (Newcombe, paired) | fixed / broken | McNemar exact p |",
             "| --- | --- | ---: | --- | --- | ---: |",
         ]
         for c in report["comparisons"]:
+            interval = _ci(*c["ci95_newcombe"], signed=True)
             lines.append(
-                f"| {c['label']} | {c['mode']} | {100 * c['diff']:+.1f} pts | {_ci(*c['ci95_newcombe'], signed=True)} "
+                f"| {c['label']} | {c['reward']} | {100 * c['diff']:+.1f} pts | {interval} "
                 f"| {c['fixed']} / {c['broke']} | {_p(c['mcnemar_p'])} |"
             )
     lines += [
@@ -83,9 +81,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "How to read this:",
         "",
         "- **Accuracy [95% CI]**: share of problems answered correctly, with the Wilson score interval for that "
-        f"model alone (binomial over {n} problems). `strict` reads the number after the last `####` (the format "
-        'the prompt asks for and the RL reward pays for); `flexible` also accepts `\\boxed{}`, "the answer is" and '
-        "the last number.",
+        f"model alone (binomial over {n} problems), under each reward of the registry (rewards/__init__.py): "
+        "`gsm8k_strict` reads the number after the last `####` (the format the prompt asks for and the RL reward "
+        'pays for); `gsm8k_flexible` also accepts `\\boxed{}`, "the answer is" and the last number.',
         f"- **Difference**: accuracy minus {base}'s, in percentage points, on the same problems. Pairing removes "
         "the problem-difficulty noise two separate intervals carry, so it is usually much tighter than comparing "
         "the accuracy intervals by eye. Newcombe's score interval stays honest with few discordant problems; "
@@ -106,7 +104,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## External reference numbers (published elsewhere, not produced by this repo)",
         "",
         "For context only: other pipelines, prompts, decoding and answer extraction; compare trends, not "
-        "decimals. The closest of our columns is `strict`.",
+        "decimals. The closest of our columns is `gsm8k_strict`.",
         "",
         "| model | GSM8K test | source |",
         "| --- | ---: | --- |",
@@ -147,25 +145,26 @@ def render_capability(report: dict[str, Any]) -> list[str]:
 
 
 def render_chart(report: dict[str, Any]) -> bytes | None:
-    """PNG: accuracy per model and mode with 95% Wilson error bars; beside it, the paired differences to the
+    """PNG: accuracy per model and reward with 95% Wilson error bars; beside it, the paired differences to the
     baseline with their 95% Newcombe intervals. None where matplotlib is not installed."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    colors = {"strict": "#1f77b4", "flexible": "#ff7f0e"}
-    models, comparisons = report["models"], report["comparisons"]
+    rewards, models, comparisons = report["rewards"], report["models"], report["comparisons"]
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+    colors = {name: palette[k % len(palette)] for k, name in enumerate(rewards)}
     panels = 2 if comparisons else 1
     fig = Figure(figsize=((2.5 + 1.0 * len(models)) * panels, 4.4), dpi=120)
     axes = fig.subplots(1, panels, squeeze=False)
     ax = axes[0][0]
     x = np.arange(len(models))
-    width = 0.38
-    for k, mode in enumerate(MODES):
-        acc = np.array([100 * m["accuracy"][mode] for m in models])
-        ci = np.array([m["ci95"][mode] for m in models]).T * 100
-        pos = x + (k - 0.5) * width
-        ax.bar(pos, acc, width, yerr=np.abs(ci - acc), capsize=4, color=colors[mode], label=mode)
+    width = 0.76 / len(rewards)
+    for k, name in enumerate(rewards):
+        acc = np.array([100 * m["accuracy"][name] for m in models])
+        ci = np.array([m["ci95"][name] for m in models]).T * 100
+        pos = x + (k - (len(rewards) - 1) / 2) * width
+        ax.bar(pos, acc, width, yerr=np.abs(ci - acc), capsize=4, color=colors[name], label=name)
         for px, value, top in zip(pos, acc, ci[1], strict=True):
             ax.text(px, top + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [m["label"] for m in models])
@@ -177,12 +176,12 @@ def render_chart(report: dict[str, Any]) -> bytes | None:
     if comparisons:
         ax = axes[0][1]
         others = list(dict.fromkeys(c["label"] for c in comparisons))
-        for k, mode in enumerate(MODES):
-            rows = [next(c for c in comparisons if c["label"] == label and c["mode"] == mode) for label in others]
+        for k, name in enumerate(rewards):
+            rows = [next(c for c in comparisons if c["label"] == label and c["reward"] == name) for label in others]
             diff = np.array([100 * c["diff"] for c in rows])
             ci = np.array([c["ci95_newcombe"] for c in rows]).T * 100
-            pos = np.arange(len(others)) + (k - 0.5) * 0.3
-            ax.errorbar(pos, diff, yerr=np.abs(ci - diff), fmt="o", capsize=4, color=colors[mode], label=mode)
+            pos = np.arange(len(others)) + (k - (len(rewards) - 1) / 2) * 0.6 / len(rewards)
+            ax.errorbar(pos, diff, yerr=np.abs(ci - diff), fmt="o", capsize=4, color=colors[name], label=name)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(others)), others)
         ax.set_xlim(-0.6, len(others) - 0.4)
@@ -213,10 +212,10 @@ def write_report(report: dict[str, Any], output_dir: str | Path) -> dict[str, Pa
 
 
 def report_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """Flat MLflow metrics, e.g. `ppo/accuracy_strict`, `ppo/diff_vs_base_strict`, `ppo/mcnemar_p_strict`."""
+    """Flat MLflow metrics, e.g. `ppo/accuracy_gsm8k_strict`, `ppo/diff_vs_base_gsm8k_strict`."""
     out: dict[str, float] = {}
     for m in report["models"]:
-        for mode in MODES:
+        for mode in report["rewards"]:
             out[f"{m['label']}/accuracy_{mode}"] = m["accuracy"][mode]
             out[f"{m['label']}/ci95_low_{mode}"], out[f"{m['label']}/ci95_high_{mode}"] = m["ci95"][mode]
     for row in report.get("capability", {}).get("rows", []):
@@ -224,7 +223,7 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
         if row["delta"] is not None:
             out[f"{row['model']}/capability_{row['task']}_diff_vs_{report['baseline']}"] = row["delta"]
     for c in report["comparisons"]:
-        key, mode = f"{c['label']}/diff_vs_{c['baseline']}", c["mode"]
+        key, mode = f"{c['label']}/diff_vs_{c['baseline']}", c["reward"]
         out[f"{key}_{mode}"] = c["diff"]
         out[f"{key}_ci95_low_{mode}"], out[f"{key}_ci95_high_{mode}"] = c["ci95_newcombe"]
         out[f"{c['label']}/mcnemar_p_{mode}"] = c["mcnemar_p"]

@@ -53,10 +53,11 @@ def render(report: dict[str, Any] | None, times: dict[str, float], hours: dict[s
         lines.append("(no evaluation report yet: models/eval/report/report.json)")
     else:
         lines.append(f"GSM8K test, n = {report['n']}, greedy; accuracy [95% Wilson interval]")
-        lines.append(f"{'model':<8}{'strict':>24}{'flexible':>24}")
+        rewards = report["rewards"]
+        lines.append(f"{'model':<8}" + "".join(f"{name:>24}" for name in rewards))
         for m in report["models"]:
-            strict, flexible = (_pct_ci(m["accuracy"][mode], m["ci95"][mode]) for mode in ("strict", "flexible"))
-            lines.append(f"{m['label']:<8}{strict:>24}{flexible:>24}")
+            cells = (_pct_ci(m["accuracy"][name], m["ci95"][name]) for name in rewards)
+            lines.append(f"{m['label']:<8}" + "".join(f"{cell:>24}" for cell in cells))
         for row in report.get("capability", {}).get("rows", []):
             score = f"{100 * row['value']:5.1f}% +- {100 * row['stderr']:.1f}"
             change = "" if row["delta"] is None else f" ({100 * row['delta']:+.1f} vs base) {row['flag']}"

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from data import readiness
+from rewards import REWARDS
 from scripts.eval.capability_suite import DEFAULT_SUITE, load_suite
 from scripts.lib.checkpoints import check_model, newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
@@ -110,6 +111,10 @@ def stale_reason(result_file: Path, model: str, data: Path, limit: str) -> str |
         return f"it was made on {result.get('data')}, not {data}"
     if result.get("n") != expected:
         return f"it covers {result.get('n')} problems, not {expected}"
+    if list(result.get("accuracy") or {}) != list(REWARDS):
+        return (
+            f"it was scored with {', '.join(result.get('accuracy') or {}) or 'no rewards'}, not {', '.join(REWARDS)}"
+        )
     return None
 
 
