@@ -26,6 +26,7 @@ from data import readiness
 from data.prompt import PROMPT_VERSION
 from rewards import REWARDS
 from scripts.eval import evaluation
+from scripts.lib import model_presets
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import check_model
 from scripts.lib.mlflow_health import check_mlflow
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 BATCHING = ("packed", "padding_free", "padded")
 NOTEBOOK = Path(__file__).with_name("sft_training.ipynb")  # its parameters cell holds every knob's value
 PARAMETERS_TAG = "parameters"  # papermill's
+OLD_MODEL_KNOB = "model_path"  # `model`'s name before presets: `-p model_path X` and model_path=X still set `model`
 
 
 class KnobError(ValueError):
@@ -88,21 +90,27 @@ class SFTRunConfig:
 
     In the notebook: `SFTRunConfig.from_namespace(globals())`; anywhere else (tests, scripts):
     `SFTRunConfig.from_notebook(**overrides)`, the cell's values with some replaced.
+
+    `model` is a model preset's name (verl_configs/models/, scripts/lib/model_presets), a hub id or a folder (empty:
+    the default preset, as the environment knobs MODEL and BASE_MODEL read empty as unset). The
+    size-dependent knobs (the preset's `sft:` keys: batch size, accumulation, learning rate, gradient
+    checkpointing) may be None: they then take the values of the preset `model` names (by name or hub id), else of
+    the default preset (a folder or another hub id: set them).
     """
 
-    model_path: str
+    model: str
     data_dir: str
     output_dir: str | None
     manifest_path: str
     num_train_epochs: float
     max_steps: int
-    learning_rate: float
+    learning_rate: float | None  # None: the model preset's
     warmup_ratio: float
-    per_device_train_batch_size: int
-    gradient_accumulation_steps: int
+    per_device_train_batch_size: int | None  # None: the model preset's
+    gradient_accumulation_steps: int | None  # None: the model preset's
     max_length: int
     batching: str
-    gradient_checkpointing: bool
+    gradient_checkpointing: bool | None  # None: the model preset's
     max_samples: int | None
     eval_samples: int
     eval_max_new_tokens: int
@@ -122,6 +130,8 @@ class SFTRunConfig:
     def from_namespace(cls, namespace: Mapping[str, Any]) -> SFTRunConfig:
         """The config from the knobs in `namespace` (the notebook's `globals()`: its parameters cell, and papermill's
         injected `-p` values); other names there are ignored. A knob it lacks is a KnobError naming it."""
+        if OLD_MODEL_KNOB in namespace:  # papermill's `-p model_path X`, injected after the cell: the caller's choice
+            namespace = {**namespace, "model": namespace[OLD_MODEL_KNOB]}
         missing = [name for name in cls.knobs() if name not in namespace]
         if missing:
             raise KnobError(
@@ -140,6 +150,7 @@ class SFTRunConfig:
             raise KnobError(f"{where} sets {', '.join(extra)}, which SFTRunConfig (notebooks/sft.py) has no field for")
         if missing:
             raise KnobError(f"{where} sets no {', '.join(missing)}: add `name = <value>` lines for them there")
+        overrides = {("model" if k == OLD_MODEL_KNOB else k): v for k, v in overrides.items()}
         unknown = sorted(overrides.keys() - values.keys())
         if unknown:
             raise KnobError(f"unknown knob {', '.join(unknown)}; the knobs: {', '.join(cls.knobs())}")
@@ -149,6 +160,11 @@ class SFTRunConfig:
         hints = typing.get_type_hints(type(self))
         for name in self.knobs():
             setattr(self, name, _checked(name, getattr(self, name), hints[name]))
+        self.model = self.model or model_presets.DEFAULT_PRESET  # empty (`-p model "${BASE_MODEL:-$MODEL}"`): default
+        for name in (k for k in PRESET_KNOBS if getattr(self, k) is None):  # left None: the preset's value
+            if self.preset.sft.get(name) is None:
+                raise KnobError(f"{name}=None, and preset {self.preset.name} ({self.preset.path}) sets no value")
+            setattr(self, name, _checked(name, self.preset.sft[name], hints[name]))
         if self.batching not in BATCHING:
             raise ValueError(f"batching={self.batching!r}; choose one of {', '.join(BATCHING)}")
         if self.eval_backend not in evaluation.BACKENDS:
@@ -157,6 +173,16 @@ class SFTRunConfig:
             raise ValueError("set num_train_epochs > 0 or max_steps > 0")
         if self.run_name is None:
             self.run_name = "sft-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+    @property
+    def preset(self) -> model_presets.Preset:
+        """The preset whose sizes apply: the one `model` names (by name or hub id), else the default one."""
+        return model_presets.preset_for(self.model) or model_presets.preset(model_presets.DEFAULT_PRESET)
+
+    @property
+    def model_path(self) -> str:
+        """What to load: a preset's hub id, or `model` as given (a hub id or a folder)."""
+        return model_presets.resolve(self.model)
 
     @property
     def data_path(self) -> Path:
@@ -173,6 +199,15 @@ class SFTRunConfig:
     def params(self) -> dict[str, Any]:
         """MLflow params, prefixed `sft.` so they never collide with the Trainer's own (params are immutable)."""
         return {f"sft.{k}": v for k, v in dataclasses.asdict(self).items()}
+
+
+# The knobs that may be None in the parameters cell, meaning the model preset's value (its `sft:` keys).
+PRESET_KNOBS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "gradient_checkpointing",
+)
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:
@@ -313,6 +348,7 @@ def start_mlflow_run(cfg: SFTRunConfig) -> mlflow.ActiveRun:
         tags={
             "stage": "sft",
             "base_model": cfg.model_path,
+            "model_preset": cfg.preset.name,
             "checkpoint_path": str(cfg.output_path),
             "prompt_version": PROMPT_VERSION,
         },
@@ -449,18 +485,20 @@ def plot_accuracy(before: evaluation.EvalResult, after: evaluation.EvalResult) -
 
 
 def side_by_side(before: evaluation.EvalResult, after: evaluation.EvalResult, k: int = 5) -> pd.DataFrame:
-    """The first `k` val problems: answer, and the response before and after SFT."""
+    """The first `k` val problems: answer, and the response before and after SFT, each scored by the first registered
+    reward (rewards.REWARDS: gsm8k_strict, the format SFT teaches)."""
     import pandas as pd
 
     b, a = pd.DataFrame(before.samples[:k]), pd.DataFrame(after.samples[:k])
+    reward = next(iter(REWARDS))
     return pd.DataFrame(
         {
             "question": b["question"],
             "answer": b["ground_truth"],
             "before": b["response"],
-            "before_strict_ok": b["correct_strict"],
+            f"before_{reward}_ok": b[f"correct_{reward}"],
             "after": a["response"],
-            "after_strict_ok": a["correct_strict"],
+            f"after_{reward}_ok": a[f"correct_{reward}"],
         }
     )
 

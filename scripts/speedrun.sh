@@ -74,15 +74,15 @@ complete() {
 }
 
 # The command that runs a stage in its container (into the array `cmd`). Data prep reads the stack's GSM8K source
-# (.env's GSM8K_DATASET) and the notebook starts from its BASE_MODEL, as RL and evaluation do.
+# (.env's GSM8K_DATASET) and the notebook starts from its MODEL preset (or BASE_MODEL), as RL and evaluation do.
 stage_command() {
     local kv
-    # shellcheck disable=SC2016 # ${GSM8K_SOURCE}, ${BASE_MODEL} and $@ expand in the containers
+    # shellcheck disable=SC2016 # ${GSM8K_SOURCE}, ${BASE_MODEL}, ${MODEL} and $@ expand in the containers
     case "$1" in
     data) cmd=(exec -T verl sh -c 'exec python -m data.prepare_gsm8k --source "${GSM8K_SOURCE}" "$@"' \
         prepare "${data_args[@]}") ;;
     sft) cmd=(exec -T -w /workspace/notebooks jupyter sh -c 'exec papermill sft_training.ipynb "$0" \
-        --log-output -p model_path "${BASE_MODEL}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
+        --log-output -p model "${BASE_MODEL:-${MODEL:-}}" "$@"' "/workspace/${OUT}/sft_training.ipynb" "${sft_args[@]}") ;;
     eval)
         cmd=(exec -T -e "ALGOS=${algos[*]}")
         for algo in "${algos[@]}"; do cmd+=(-e "${algo^^}_EXPERIMENT=$(experiment "${algo}")"); done

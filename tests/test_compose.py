@@ -271,6 +271,19 @@ def test_gpu_count_comes_from_env(services):
         assert one_gpu[name]["environment"]["N_GPUS"] == "1"
 
 
+def test_the_model_preset_comes_from_env_and_python_resolves_its_id(services):
+    """MODEL (a preset name) and BASE_MODEL reach every container that trains, evaluates or downloads; no hub id is
+    written in Compose (scripts/lib/model_presets reads it from the preset's file)."""
+    for name in (*TRAINING, "setup"):
+        assert services[name]["environment"]["MODEL"] == env_example()["MODEL"] == "qwen2.5-0.5b", name
+        assert services[name]["environment"]["BASE_MODEL"] == "", name
+    seven_b = rendered(MODEL="qwen2.5-7b", BASE_MODEL="/models/mine")["services"]["verl"]["environment"]
+    assert (seven_b["MODEL"], seven_b["BASE_MODEL"]) == ("qwen2.5-7b", "/models/mine")
+    worker = rendered(WORKER_FILES, profiles=(), RAY_HEAD_IP="10.0.0.1", MODEL="qwen2.5-3b")["services"]
+    assert worker["verl-worker"]["environment"]["MODEL"] == "qwen2.5-3b"
+    assert not any("Qwen/" in (REPO / f).read_text() for f in (*STACK_FILES, *WORKER_FILES))
+
+
 def test_the_documented_gpu_override_picks_gpus_as_separate_ids(tmp_path):
     """The documented "Choosing GPUs" override file (docs/operations.md), as written, gives both containers GPUs 2
     and 3 by id."""

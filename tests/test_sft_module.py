@@ -52,7 +52,7 @@ def test_data_from_an_older_prompt_template_is_refused(tmp_path, gsm8k_data_dir)
 def test_a_bad_model_path_stops_with_the_data_check_before_any_model_loads(model, says, tmp_path, gsm8k_data_dir):
     import sys
 
-    cfg = _cfg(tmp_path, data_dir=str(gsm8k_data_dir), model_path=model.format(tmp=tmp_path))
+    cfg = _cfg(tmp_path, data_dir=str(gsm8k_data_dir), model=model.format(tmp=tmp_path))
     loaded_before = "transformers.models.qwen2.modeling_qwen2" in sys.modules
     with pytest.raises(FileNotFoundError, match=says):
         sft.check_data(cfg)
@@ -60,7 +60,7 @@ def test_a_bad_model_path_stops_with_the_data_check_before_any_model_loads(model
 
 
 def test_a_model_folder_or_a_cached_hub_id_passes_the_check(tmp_path, gsm8k_data_dir, tiny_model_dir):
-    assert sft.check_data(_cfg(tmp_path, data_dir=str(gsm8k_data_dir), model_path=str(tiny_model_dir)))
+    assert sft.check_data(_cfg(tmp_path, data_dir=str(gsm8k_data_dir), model=str(tiny_model_dir)))
 
 
 def test_paths_default_under_the_repo_and_keep_absolute_ones(tmp_path):
@@ -122,7 +122,7 @@ def test_from_notebook_takes_the_parameters_cell_and_applies_overrides(tmp_path)
 
 
 def test_an_unknown_override_is_refused_with_the_knobs_listed():
-    with pytest.raises(sft.KnobError, match=r"unknown knob max_step; the knobs: model_path, .*max_steps"):
+    with pytest.raises(sft.KnobError, match=r"unknown knob max_step; the knobs: model, .*max_steps"):
         sft.SFTRunConfig.from_notebook(max_step=50)
 
 
@@ -178,7 +178,7 @@ def test_a_knob_of_the_wrong_type_is_refused(overrides, message):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, gsm8k_data_dir, tmp_path_factory):
     cfg = sft.SFTRunConfig.from_notebook(
-        model_path=str(tiny_model_dir),
+        model=str(tiny_model_dir),
         data_dir=str(gsm8k_data_dir),
         output_dir=str(tmp_path_factory.mktemp("sft-unit") / "out"),
         run_name="unit",
@@ -247,7 +247,7 @@ def test_manifest_is_atomic_and_writable_by_every_container(tmp_path):
     and verl (root, group HOST_GID) can both replace it."""
     import os
 
-    cfg = _cfg(tmp_path, manifest_path=str(tmp_path / "models" / "sft" / "latest.json"), model_path="base/model")
+    cfg = _cfg(tmp_path, manifest_path=str(tmp_path / "models" / "sft" / "latest.json"), model="base/model")
     problems = [ev.Problem(0, "q", "5", [])] * 2
     after = ev.score(problems, ["#### 5", "\\boxed{5}"])
     old_umask = os.umask(0o002)
@@ -259,7 +259,7 @@ def test_manifest_is_atomic_and_writable_by_every_container(tmp_path):
     assert on_disk == manifest
     assert on_disk["path"] == str(cfg.output_path.resolve())  # outside the repo: absolute
     assert on_disk["base_model"] == "base/model" and on_disk["mlflow_run_id"] == "run123"
-    assert on_disk["eval_accuracy"] == {"strict": 0.5, "flexible": 1.0}
+    assert on_disk["eval_accuracy"] == {"gsm8k_strict": 0.5, "gsm8k_flexible": 1.0}  # by reward name
     assert on_disk["created_at"].endswith("+00:00")
     assert [p.name for p in cfg.manifest_file.parent.iterdir()] == ["latest.json"]  # no temp file left
     assert stat.S_IMODE(cfg.manifest_file.stat().st_mode) == 0o664

@@ -16,12 +16,13 @@ import nbformat
 import pytest
 
 from notebooks import sft
+from rewards import REWARDS
 from tests.conftest import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "sft_training.ipynb"
 # The parameters issue 5 asks for; the cell may have more.
 REQUIRED_PARAMETERS = {
-    "model_path",
+    "model",
     "data_dir",
     "output_dir",
     "num_train_epochs",
@@ -47,7 +48,7 @@ def test_committed_notebook_is_stripped_markdown_led_and_parameterised():
     assert REQUIRED_PARAMETERS <= values.keys()
     cfg = sft.SFTRunConfig.from_notebook()  # the cell's knobs are exactly the config's fields, of their types
     # the real run, not a demo subset
-    assert cfg.model_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert cfg.model == "qwen2.5-0.5b" and cfg.model_path == "Qwen/Qwen2.5-0.5B-Instruct"  # the default preset
     assert cfg.max_steps == -1 and cfg.max_samples is None and cfg.num_train_epochs >= 2
     assert cfg.eval_samples >= 500
 
@@ -72,7 +73,7 @@ def executed(tmp_path_factory, tiny_model_dir, gsm8k_data_dir, mlflow_uri, kerne
     manifest = work / "models" / "sft" / "latest.json"
     jupyter_path, name = kernel_name
     parameters = {
-        "model_path": str(tiny_model_dir),
+        "model": str(tiny_model_dir),
         "data_dir": str(gsm8k_data_dir),
         "output_dir": str(output_dir),
         "manifest_path": str(manifest),
@@ -121,7 +122,7 @@ def test_checkpoint_loads_and_the_manifest_points_at_it(executed):
     manifest = json.loads(executed.manifest.read_text())
     assert Path(manifest["path"]) == executed.output_dir.resolve()  # outside the repo: an absolute path
     assert manifest["base_model"] == str(executed.base)
-    assert set(manifest["eval_accuracy"]) == {"strict", "flexible"}
+    assert list(manifest["eval_accuracy"]) == list(REWARDS)  # by reward name
     assert all(0.0 <= v <= 1.0 for v in manifest["eval_accuracy"].values())
     created = datetime.fromisoformat(manifest["created_at"])
     assert created.utcoffset() == timedelta(0) and datetime.now(UTC) - created < timedelta(hours=1)
@@ -159,9 +160,9 @@ def test_one_mlflow_run_holds_metrics_params_and_artifacts(executed, tmp_path):
     # TRL's and transformers' own counts of real (non-pad) training tokens agree; the fraction is the benchmark's
     assert metrics["num_tokens"] == metrics["num_input_tokens_seen"] == metrics["train_real_tokens"] > 0
     for stage in ("before", "after"):
-        for mode in ("strict", "flexible"):
-            assert 0.0 <= metrics[f"val_{stage}/accuracy_{mode}"] <= 1.0
-    assert metrics["val_after/accuracy_strict"] == manifest["eval_accuracy"]["strict"]
+        for name in REWARDS:
+            assert 0.0 <= metrics[f"val_{stage}/accuracy_{name}"] <= 1.0
+    assert metrics["val_after/accuracy_gsm8k_strict"] == manifest["eval_accuracy"]["gsm8k_strict"]
     assert any(key.startswith("system/") for key in metrics), "system metrics (CPU/RAM here, GPU on a GPU box)"
 
     assert run.data.tags["base_model"] == str(executed.base)
@@ -187,7 +188,7 @@ def test_one_mlflow_run_holds_metrics_params_and_artifacts(executed, tmp_path):
     table = json.loads(
         Path(client.download_artifacts(run.info.run_id, "eval/val_after_generations.json", tmp_path)).read_text()
     )
-    assert len(table["data"]) == 2 and {"question", "response", "correct_strict"} <= set(table["columns"])
+    assert len(table["data"]) == 2 and {"question", "response", "correct_gsm8k_strict"} <= set(table["columns"])
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.lib.paths import DEFAULT_MODEL
+from scripts.lib.model_presets import DEFAULT_MODEL
 from scripts.rl import launch as rl_launch
 from scripts.rl import preflight as rl_preflight
 from scripts.rl.preflight import LaunchError
@@ -183,7 +183,8 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
         raise Exec(cmd, env)
 
     for var in LAUNCHER_ENV:
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so the teardown restores what was (or was not) there
+        monkeypatch.delenv(var)
     monkeypatch.setattr(os, "execvpe", fake_exec)
     monkeypatch.chdir(Path.cwd())  # the launcher enters the checkpoint dir before it execs verl
     s = rl_launch.Settings.from_env(
@@ -304,7 +305,8 @@ def test_mlflow_uri_reaches_verls_task_runner_actor(monkeypatch, tmp_path, mlflo
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)  # a private Ray: never a `ray start` cluster of this machine
     for var in ("RAY_ADDRESS", "MLFLOW_RUN_ID", *LAUNCHER_ENV):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so the teardown restores what was (or was not) there
+        monkeypatch.delenv(var)
     ckpt = tmp_path / "ckpt"
     knobs = env(tiny_model_dir, gsm8k_data_dir, ckpt, N_GPUS="1", MLFLOW_TRACKING_URI=mlflow_uri, RAY_TMPDIR=ray_tmp)
     settings = rl_launch.Settings.from_env("grpo", knobs)

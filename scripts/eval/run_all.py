@@ -23,9 +23,10 @@ from pathlib import Path
 from data import readiness
 from rewards import REWARDS
 from scripts.eval.capability_suite import DEFAULT_SUITE, load_suite
+from scripts.lib import model_presets
 from scripts.lib.checkpoints import check_model, newest_experiment, read_sft_manifest, rl_hf_model
 from scripts.lib.mlflow_health import check_mlflow
-from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, algorithms, parse_algos, same_path, sft_manifest
+from scripts.lib.paths import DATA_DIR, MODELS_DIR, algorithms, parse_algos, same_path, sft_manifest
 
 
 class Skip(Exception):
@@ -49,8 +50,11 @@ def hub_unreachable(env: dict[str, str], timeout: float = 5.0) -> str | None:
 
 def resolve_model(label: str, env: dict[str, str], models_dir: Path) -> str:
     """The model to evaluate for `label` (a hub id or an absolute folder), or Skip with the reason."""
-    if label == "base":
-        model = env.get("BASE_MODEL") or DEFAULT_MODEL
+    if label == "base":  # the model MODEL (a preset) and BASE_MODEL choose, as RL does (scripts/lib/model_presets)
+        try:
+            model = model_presets.choose(env.get("MODEL"), env.get("BASE_MODEL"))[1]
+        except model_presets.PresetError as exc:
+            raise Skip(str(exc)) from None
         return os.path.abspath(model) if os.path.isdir(model) else model
     if label == "sft":
         if env.get("SFT_MODEL"):

@@ -1,4 +1,4 @@
-"""Where things are: the repo root, the default model, and container <-> host path spelling.
+"""Where things are: the repo root and container <-> host path spelling (the default model: scripts/lib/model_presets).
 
 Inside the jupyter and verl containers the repo is mounted at /workspace; on the host it is wherever it was
 cloned. Files written in a container (manifests, result JSONs) may hold /workspace paths.
@@ -17,7 +17,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_ROOT = Path("/workspace")
-DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 MODELS_DIR = REPO_ROOT / "models"  # SFT checkpoints, RL experiments (rl/), evaluation results (eval/)
 DATA_DIR = REPO_ROOT / "data" / "gsm8k"
 VERL_CONFIGS = REPO_ROOT / "verl_configs"  # one <algo>_gsm8k.yaml per RL algorithm, on gsm8k_base.yaml

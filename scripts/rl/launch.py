@@ -1,6 +1,6 @@
 """verl PPO/GRPO on GSM8K: the launcher behind scripts/run_ppo.sh and run_grpo.sh (docs/rl.md).
 
-REWARD=gsm8k_flexible N_GPUS=1 bash scripts/run_grpo.sh [--dry-run] [--skip-preflight] [hydra overrides...]
+MODEL=qwen2.5-1.5b REWARD=gsm8k_flexible N_GPUS=1 bash scripts/run_grpo.sh [--dry-run] [--skip-preflight] [overrides]
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import rewards
 from data.readiness import RL_FILES
+from scripts.lib import model_presets
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step, read_sft_manifest
-from scripts.lib.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, SFT_MANIFEST, algorithms
-from scripts.rl import config, preflight
+from scripts.lib.paths import DATA_DIR, MODELS_DIR, SFT_MANIFEST, algorithms
+from scripts.rl import config, memory, preflight
 from scripts.rl.preflight import LaunchError
 
 ENV_VARS = "+ray_kwargs.ray_init.runtime_env.env_vars"  # reaches verl's TaskRunner actor on every Ray node
@@ -54,6 +55,8 @@ class Settings:
     ray_address: str | None
     sft_run_id: str | None = None
     run_id: str | None = None
+    preset: str = model_presets.DEFAULT_PRESET  # verl_configs/models/<preset>.yaml: what depends on the size
+    preset_reason: str = "the default preset (MODEL unset)"
 
     @classmethod
     def from_env(cls, algo: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,10 +71,20 @@ class Settings:
             rewards.get_reward(reward)
         except KeyError as exc:
             raise LaunchError(f"REWARD: {exc.args[0]} (rewards/__init__.py)") from None
-        base = env.get("BASE_MODEL", DEFAULT_MODEL)
-        model, why, manifest = choose_model(env.get("MODEL_PATH", ""), base, SFT_MANIFEST)
+        try:  # MODEL picks the preset, BASE_MODEL may replace its model (scripts/lib/model_presets)
+            preset, base, preset_why = model_presets.choose(env.get("MODEL"), env.get("BASE_MODEL"))
+        except model_presets.PresetError as exc:
+            raise LaunchError(str(exc)) from None
+        model, why, manifest = choose_model(env.get("MODEL_PATH", ""), base, SFT_MANIFEST, preset_why)
         if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             raise LaunchError(f"MODEL_PATH={model} is not a directory: point it at a model folder or a hub id")
+        sft_base = model_presets.preset_for(str(manifest.get("base_model") or ""))
+        if sft_base and sft_base.name != preset.name:  # an SFT of another size would train with this one's sizes
+            raise LaunchError(
+                f"{SFT_MANIFEST} names an SFT of {sft_base.id} (preset {sft_base.name}), but the preset is "
+                f"{preset.name} ({preset_why}): set MODEL={sft_base.name}, rerun the SFT notebook with "
+                f"model = {preset.name!r}, set MODEL_PATH, or remove the manifest to start from {base}"
+            )
         experiment = env.get("EXPERIMENT") or default_experiment(algo, model)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", experiment):
             raise LaunchError(f"EXPERIMENT={experiment!r}: use letters, digits, '.', '_' and '-' only")
@@ -94,6 +107,8 @@ class Settings:
             ray_address=ray,
             sft_run_id=manifest.get("mlflow_run_id"),
             run_id=preflight.read_run_id(ckpt),
+            preset=preset.name,
+            preset_reason=preset_why,
         )
 
     @property
@@ -114,8 +129,11 @@ class Settings:
         }
 
 
-def choose_model(model_path: str, base: str, manifest: Path = SFT_MANIFEST) -> tuple[str, str, dict[str, Any]]:
-    """(model, why, manifest fields): MODEL_PATH > the SFT checkpoint models/sft/latest.json names > BASE_MODEL."""
+def choose_model(
+    model_path: str, base: str, manifest: Path = SFT_MANIFEST, base_why: str = "BASE_MODEL"
+) -> tuple[str, str, dict[str, Any]]:
+    """(model, why, manifest fields): MODEL_PATH > the SFT checkpoint models/sft/latest.json names > `base` (the
+    MODEL preset's model or BASE_MODEL, chosen `base_why`)."""
     if model_path:
         return model_path, "MODEL_PATH is set", {}
     try:
@@ -125,7 +143,7 @@ def choose_model(model_path: str, base: str, manifest: Path = SFT_MANIFEST) -> t
             f"{exc}: rerun the SFT notebook, remove the manifest to start from the released model, or set MODEL_PATH"
         ) from None
     if data is None:
-        return base, f"no SFT manifest at {manifest}: the base model (BASE_MODEL)", {}
+        return base, f"no SFT manifest at {manifest}: the base model ({base_why})", {}
     accuracy = ", ".join(f"{k} {v}" for k, v in (data.get("eval_accuracy") or {}).items())
     details = [("MLflow run", data.get("mlflow_run_id")), ("created", data.get("created_at")), ("eval", accuracy)]
     shown = "; ".join(f"{label} {value}" for label, value in details if value)
@@ -177,6 +195,8 @@ def launcher_overrides(settings: Settings) -> list[str]:
             f"platform), but RAY_ADDRESS={settings.ray_address} asks to join a cluster: unset RAY_ADDRESS, "
             "or set N_GPUS to its GPUs"
         )
+    # The MODEL preset's size-dependent values (verl_configs/models/<preset>.yaml) as `++key=value`, as cpu.yaml's.
+    overrides += [f"++{k}={hydra_str(v)}" for k, v in config.leaves(model_presets.preset(settings.preset).rl)]
     if settings.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
         overrides += [f"++{k}={hydra_str(v)}" for k, v in config.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
     return overrides
@@ -210,7 +230,49 @@ def build(settings: Settings, user: list[str]) -> tuple[list[str], DictConfig, l
         for key, (value, env) in settings.owned().items()
         if OmegaConf.select(cfg, key) != value
     ]
+    # GPU memory, estimated per role (scripts/rl/memory.py): a preset that cannot fit is refused here, so that a
+    # dry run refuses it as the launch does. On CPU there is no GPU to fill.
+    if settings.n_gpus and not (estimate := memory_estimate(settings, cfg)).fits:
+        problems.append(config.ConfigError("memory", estimate.refusal(settings.preset)))
     return overrides, cfg, problems
+
+
+def memory_estimate(settings: Settings, cfg: DictConfig) -> memory.Estimate:
+    """Per-GPU memory of `cfg` for the preset's shapes (an SFT checkpoint or a local copy has its base model's)."""
+    return memory.estimate(cfg, model_presets.preset(settings.preset).arch)
+
+
+FITS_ALGOS = ("ppo", "grpo")  # PPO: actor, critic and reference; GRPO: actor and reference (the others: no more)
+FITS_GPUS = (1, 2, 4, 8)
+
+
+def fits_table() -> str:
+    """docs/rl.md's "What fits" table: for each preset and algorithm, the estimated peak memory per GPU
+    (scripts/rl/memory.py) of the config a launch composes (build()), on 1, 2, 4 and 8 H100 80GB. Regenerate it with
+    `python -c "from scripts.rl.launch import fits_table; print(fits_table())"`; tests/test_model_presets.py checks
+    that the doc's copy is this."""
+    head = [f"{g} GPU{'s' if g > 1 else ''}" for g in FITS_GPUS]
+    rows = ["| preset | algorithm | " + " | ".join(head) + " |", "| --- | --- |" + " --- |" * len(FITS_GPUS)]
+    for name in model_presets.names():
+        preset = model_presets.preset(name)
+        for algo in FITS_ALGOS:  # composed once (on 4 GPUs: nothing else in the config depends on the count)
+            env = {
+                "MODEL": name,
+                "MODEL_PATH": preset.id,
+                "CHECKPOINT_DIR": "/nonexistent",
+                "RAY_TMPDIR": "/nonexistent",
+            }
+            _, cfg, _ = build(Settings.from_env(algo, env), [])
+            cells = [memory.estimate(cfg, preset.arch, gpus) for gpus in FITS_GPUS]
+            rows.append(
+                f"| `{name}` | {algo} | " + " | ".join(f"{fit_word(e)}, {e.peak.gib:.1f}" for e in cells) + " |"
+            )
+    return "\n".join(rows)
+
+
+def fit_word(estimate: memory.Estimate) -> str:
+    """fits / tight (over 90% of the GPU: within the estimate's error) / **no** (the launch refuses it)."""
+    return "**no**" if not estimate.fits else "tight" if estimate.peak.gib > 0.9 * memory.GPU_GIB else "fits"
 
 
 def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str, Path]) -> str:
@@ -260,6 +322,7 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
     rows = {
         "config": f"{config.CONFIG_DIR / settings.algo}_gsm8k.yaml (+ gsm8k_base.yaml)",
         "model": f"{settings.model}  ({settings.model_reason})",
+        "preset": f"{settings.preset}: {model_presets.preset(settings.preset).path} ({settings.preset_reason})",
         "algorithm": f"{settings.algo}: adv_estimator={get('algorithm.adv_estimator')}, "
         f"critic {'on' if critic else 'off'}, ref {'on' if ref else 'off'} ({kl})",
         "GPUs": f"{where}; rollout {get(f'{actor_ref}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
@@ -271,6 +334,11 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
         "checkpoints": f"{get('trainer.default_local_dir')} every {get('trainer.save_freq')} steps (keep {keep})",
         "resume": f"from global_step_{step}" if step else "fresh start",
         "ray": f"cluster at {settings.ray_address}" if settings.ray_address else ray,
+        **(
+            memory_estimate(settings, cfg).rows(settings.preset)
+            if settings.n_gpus
+            else {"memory": "no GPU estimate on CPU"}
+        ),
         written[0]: written[1],
     }
     return "\n".join(f"  {key:<12}{value}" for key, value in rows.items())

@@ -8,14 +8,14 @@
 #
 # (Arguments after the service name replace its command, so extra arguments follow `prefetch.sh`.)
 #
-# Env: BASE_MODEL (Qwen/Qwen2.5-0.5B-Instruct), MODEL_REVISION, GSM8K_DATASET (openai/gsm8k), GSM8K_REVISION,
-# DATA_DIR (/workspace/data/gsm8k), HF_HOME (/cache/huggingface), HF_TOKEN (only for gated models).
+# Env: MODEL (a preset of verl_configs/models/, default qwen2.5-0.5b) and BASE_MODEL (a hub id in its place), which
+# pick the model as RL does (scripts/lib/model_presets), MODEL_REVISION, GSM8K_DATASET (openai/gsm8k),
+# GSM8K_REVISION, DATA_DIR (/workspace/data/gsm8k), HF_HOME (/cache/huggingface), HF_TOKEN (only for gated models).
 set -euo pipefail
 
 # Files land in the shared cache and the bind-mounted repo: keep them group-writable (docker-compose.yml).
 umask 0002
 
-BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
 GSM8K_DATASET=${GSM8K_DATASET:-openai/gsm8k}
 DATA_DIR=${DATA_DIR:-/workspace/data/gsm8k}
 REPO_ROOT=${REPO_ROOT:-/workspace}
@@ -25,19 +25,24 @@ if [[ "${HF_HUB_OFFLINE:-0}" =~ ^(1|true|True|yes)$ ]]; then
     exit 2
 fi
 
+cd "${REPO_ROOT}"  # python -m finds the repo's packages here
+model=$(python -m scripts.lib.model_presets)  # MODEL's preset, or BASE_MODEL; an unknown MODEL stops here
 model_args=()
 [[ -n "${MODEL_REVISION:-}" ]] && model_args+=(--revision "${MODEL_REVISION}")
 data_args=()
 [[ -n "${GSM8K_REVISION:-}" ]] && data_args+=(--revision "${GSM8K_REVISION}")
 
-echo "== 1/4 model ${BASE_MODEL}${MODEL_REVISION:+@${MODEL_REVISION}} -> ${HF_HOME:-~/.cache/huggingface}"
-hf download "${BASE_MODEL}" "${model_args[@]}"
+echo "== 1/4 model ${model}${MODEL_REVISION:+@${MODEL_REVISION}} -> ${HF_HOME:-~/.cache/huggingface}"
+if [[ -d "${model}" ]]; then
+    echo "a local folder: nothing to download"
+else
+    hf download "${model}" "${model_args[@]}"
+fi
 
 echo "== 2/4 dataset ${GSM8K_DATASET}${GSM8K_REVISION:+@${GSM8K_REVISION}}"
 hf download --repo-type dataset "${GSM8K_DATASET}" "${data_args[@]}"
 
 echo "== 3/4 data prep -> ${DATA_DIR}"
-cd "${REPO_ROOT}"  # python -m finds the repo's packages here
 python -m data.prepare_gsm8k --source "${GSM8K_DATASET}" "${data_args[@]}" \
     --output-dir "${DATA_DIR}" "$@"
 
