@@ -96,7 +96,7 @@ def stop(proc: subprocess.Popen, log: Path | None = None) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
-    for line in (log.read_text(errors="replace").splitlines() if log else []):
+    for line in log.read_text(errors="replace").splitlines() if log else []:
         if line.startswith("ray logs: /tmp/ray-"):
             subprocess.run(["pkill", "-9", "-f", line.split()[2].split("/ray/")[0]], check=False)
 
