@@ -397,6 +397,10 @@ def test_every_preset_dry_runs_with_its_algorithm(
     get_adv_estimator_fn(adv), get_policy_loss_fn(loss_mode)  # both registered in verl 0.9.1's core
     assert f"verl {algo.upper()} on GSM8K, dry run" in out
     assert f"algorithm   {algo}: adv_estimator={adv}, critic {'on' if algo == 'ppo' else 'off'}" in out
+    actor = cfg.actor_rollout_ref.actor  # the loss line tells presets with the same estimator apart
+    assert f"loss        {loss_mode} policy loss, clip [{actor.clip_ratio_low}, {actor.clip_ratio_high}], " in out
+    assert f"{actor.loss_agg_mode} aggregation" in out
+    assert ("dynamic sampling" in out) == (algo == "dapo") and ("reward manager dapo" in out) == (algo == "dapo")
     assert f"{REPO / 'rewards' / 'gsm8k.py'}:compute_score {{'mode': 'strict'}} (as verl's loader resolves it)" in out
     assert cfg.trainer.experiment_name == f"{algo}-{tiny_model_dir.name}"  # the launcher's, from EXPERIMENT's default
 

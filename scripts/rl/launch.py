@@ -317,6 +317,15 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
         loggers += (
             f" -> {settings.mlflow_uri}, experiment {get('trainer.project_name')}, run {settings.run_id or 'new'}"
         )
+    actor = f"{actor_ref}.actor"
+    loss = (
+        f"{get(f'{actor}.policy_loss.loss_mode')} policy loss, clip [{get(f'{actor}.clip_ratio_low')}, "
+        f"{get(f'{actor}.clip_ratio_high')}], {get(f'{actor}.loss_agg_mode')} aggregation"
+    )
+    if get("algorithm.filter_groups.enable"):
+        loss += f", dynamic sampling (drops groups of equal {get('algorithm.filter_groups.metric')})"
+    if (manager := get("reward.reward_manager.name")) not in (None, "naive"):
+        loss += f", reward manager {manager}"
     step, keep = latest_step(settings.checkpoint_dir), get("trainer.max_actor_ckpt_to_keep")
     ray = f"local start, num_cpus={get('ray_kwargs.ray_init.num_cpus')} (verl needs {preflight.ray_cpu_budget(cfg)})"
     rows = {
@@ -325,6 +334,7 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
         "preset": f"{settings.preset}: {model_presets.preset(settings.preset).path} ({settings.preset_reason})",
         "algorithm": f"{settings.algo}: adv_estimator={get('algorithm.adv_estimator')}, "
         f"critic {'on' if critic else 'off'}, ref {'on' if ref else 'off'} ({kl})",
+        "loss": loss,
         "GPUs": f"{where}; rollout {get(f'{actor_ref}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
         "batch": f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} "
         f"({batch // mini} updates/step); {micro}",
