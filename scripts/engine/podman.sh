@@ -23,6 +23,16 @@ die() {
     exit 2
 }
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A service started from a checkout that was deleted since keeps a dead working directory, and conmon then fails
+# every container start ("Failed to get working directory"; the API says "write child: broken pipe"): stop it.
+stale() { [[ "$(readlink "/proc/$(cat "$1")/cwd")" == *" (deleted)" ]]; }
+for pid_file in "${STATE}/podman-service.pid" "${STATE}/healthchecks.pid"; do
+    if running "${pid_file}" && stale "${pid_file}"; then
+        say "restarting $(basename "${pid_file}" .pid): its working directory was deleted"
+        kill "$(cat "${pid_file}")" 2>/dev/null || true
+        for _ in $(seq 1 20); do running "${pid_file}" || break; sleep 0.5; done
+    fi
+done
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     say "an engine already answers (docker info): using it"
@@ -49,11 +59,13 @@ CONF
 if ! running "${STATE}/podman-service.pid"; then
     say "starting podman system service on ${SOCKET}"
     rm -f "${SOCKET}"
-    setsid nohup podman system service --time=0 "unix://${SOCKET}" >"${STATE}/podman-service.log" 2>&1 &
+    # From /, not from this checkout: the service outlives it (see stale above).
+    (cd / && exec setsid nohup podman system service --time=0 "unix://${SOCKET}" >"${STATE}/podman-service.log" 2>&1) &
     echo $! >"${STATE}/podman-service.pid"
 fi
 if ! running "${STATE}/healthchecks.pid"; then
-    setsid nohup bash "${HERE}/healthchecks.sh" >"${STATE}/healthchecks.log" 2>&1 &
+    cp "${HERE}/healthchecks.sh" "${STATE}/healthchecks.sh" # a copy that outlives this checkout, run from /
+    (cd / && exec setsid nohup bash "${STATE}/healthchecks.sh" >"${STATE}/healthchecks.log" 2>&1) &
     echo $! >"${STATE}/healthchecks.pid"
 fi
 
