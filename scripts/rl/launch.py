@@ -186,8 +186,8 @@ def launcher_overrides(settings: Settings) -> list[str]:
             f"MLFLOW_TRACKING_URI carries credentials and Ray runs as a cluster ({settings.ray_address}): "
             "its actors get the URI only through the job config, which must not hold secrets, so verl "
             "would train untracked. Use a URI without user:password@ and set MLFLOW_TRACKING_USERNAME "
-            "/ MLFLOW_TRACKING_PASSWORD where `ray start` runs, or `ray stop` so main_ppo starts a "
-            "local Ray (it inherits the URI from this process)"
+            "/ MLFLOW_TRACKING_PASSWORD instead (they reach every Ray worker, never the config: "
+            "scripts/lib/ray_start.py), or `ray stop` so main_ppo starts a local Ray"
         )
     if settings.n_gpus == 0 and settings.ray_address:
         raise LaunchError(
@@ -200,6 +200,16 @@ def launcher_overrides(settings: Settings) -> list[str]:
     if settings.n_gpus == 0:  # verl_configs/cpu.yaml as `++key=value`, in the file's order
         overrides += [f"++{k}={hydra_str(v)}" for k, v in config.leaves(OmegaConf.to_container(OmegaConf.load(CPU)))]
     return overrides
+
+
+def shared_files(cfg: DictConfig, model_dir: Path) -> dict[str, Path]:
+    """What every node of a cluster must see where this node does, besides the checkpoint folder: {what: path}."""
+
+    def paths(value: Any) -> list[str]:  # data.train_files / val_files: a path or a list of paths
+        return [value] if isinstance(value, str) else [p for v in value for p in paths(v)]
+
+    data = paths(cfg.data.train_files) + paths(cfg.data.val_files)
+    return {f"data {Path(f).name}": Path(f) for f in data} | {"model": model_dir / "config.json"}
 
 
 def add(overrides: list[str], cfg: DictConfig, key: str, value: Any) -> None:
@@ -400,15 +410,15 @@ def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_pref
                 f"preflight: GPUs {preflight.check_gpus(settings.n_gpus, cfg)}; /dev/shm {preflight.check_shm()}",
                 flush=True,
             )
-        print(
-            f"preflight: Ray {preflight.check_ray(settings.ray_address, settings.slots, settings.nnodes, cfg)}",
-            flush=True,
+        model_dir = preflight.ensure_model(settings.model)
+        shared = shared_files(cfg, model_dir)
+        ray = preflight.check_ray(
+            settings.ray_address, settings.slots, settings.nnodes, cfg, settings.checkpoint_dir, shared
         )
+        print(f"preflight: Ray {ray}", flush=True)
         # verl deletes its oldest checkpoint before it saves the next: at most `keep` new ones on disk
         hf = "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents
-        need = max(keep, 1) * preflight.checkpoint_bytes(
-            preflight.ensure_model(settings.model), hf_weights=hf, critic=config.need_critic(cfg)
-        )
+        need = max(keep, 1) * preflight.checkpoint_bytes(model_dir, hf_weights=hf, critic=config.need_critic(cfg))
         print(f"preflight: disk {preflight.check_disk(settings.checkpoint_dir, need)}", flush=True)
     logged: dict[str, str] = {}
     if "mlflow" in cfg.trainer.logger:

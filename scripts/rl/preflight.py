@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -179,8 +180,11 @@ def ray_cpu_needs(cfg) -> str:
     return f"verl needs {parts} = {ray_cpu_budget(cfg)} CPUs from Ray, and with fewer waits forever (0% GPU, no error)"
 
 
-def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
-    """Enough GPUs and CPUs for verl's budget (`ray_cpu_budget`), in a running cluster or the local Ray."""
+def check_ray(
+    address: str | None, n_gpus: int, nnodes: int, cfg, checkpoint_dir: Path | None = None, files=None
+) -> str:
+    """Enough GPUs and CPUs for verl's budget (`ray_cpu_budget`), in a running cluster or the local Ray; in a
+    cluster, with `checkpoint_dir`, every node sees the same storage (`check_shared_storage`)."""
     if address is None and nnodes > 1:
         raise LaunchError(
             f"NNODES={nnodes} needs a running Ray cluster with the worker nodes joined to this head "
@@ -201,10 +205,13 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
     except Exception as exc:  # ConnectionError, RuntimeError, ...
+        ray.shutdown()
         raise LaunchError(
             f"the Ray cluster at {address} does not answer ({exc}): restart it (the verl container "
             "runs `ray start --head`), or `ray stop` and unset RAY_ADDRESS so main_ppo starts its own"
         ) from exc
+    try:
+        storage = "" if checkpoint_dir is None else "; " + check_shared_storage(nodes, checkpoint_dir, files or {})
     finally:
         ray.shutdown()
     found = [(n["NodeManagerAddress"], n["Resources"].get("GPU", 0), n["Resources"].get("CPU", 0)) for n in nodes]
@@ -221,7 +228,70 @@ def check_ray(address: str | None, n_gpus: int, nnodes: int, cfg) -> str:
             f"the Ray cluster at {address} offers {cpus:g} CPUs; {budget}: restart the head with "
             f"`ray start --num-cpus=N` so the nodes add up to >= {need}"
         )
-    return f"cluster at {address}: {len(nodes)} node(s), {sum(gpus for _, gpus, _ in found):g} GPUs"
+    return f"cluster at {address}: {len(nodes)} node(s), {sum(gpus for _, gpus, _ in found):g} GPUs{storage}"
+
+
+def check_shared_storage(nodes: list[dict], checkpoint_dir: Path, files: dict[str, Path], timeout_s=120.0) -> str:
+    """Every Ray node in `nodes` sees what this node writes into `checkpoint_dir`, and the `files` ({what: path}).
+
+    verl writes checkpoints, the dataloader state (data.pt) and the tracker file from whichever node a rank runs
+    on, and every node reads the data and the model. On storage that is not shared, a resume reads one node's
+    past, or none, and a rank on another node cannot find the data. One task per node (pinned to it, no CPU
+    held) reads a marker written here; the marker is removed afterwards, also when the check fails.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def look(marker: str, paths: dict[str, str]) -> tuple[str, str, list[str]]:  # runs on each node
+        import os
+        import socket
+
+        try:
+            with open(marker, encoding="utf-8") as f:
+                seen = f.read()
+        except OSError:
+            seen = ""
+        return socket.gethostname(), seen, [what for what, path in paths.items() if not os.path.exists(path)]
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    marker = checkpoint_dir / f".shared-storage-{token[:8]}"
+    marker.write_text(token, encoding="utf-8")
+    task = ray.remote(num_cpus=0, max_retries=0)(look)
+    paths = {what: str(path) for what, path in files.items()}
+    try:
+        refs = [
+            task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                str(marker), paths
+            )
+            for n in nodes
+        ]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        answers = {ref.hex(): ray.get(ref) for ref in ready}
+    finally:
+        marker.unlink(missing_ok=True)
+    problems = []
+    for node, ref in zip(nodes, refs, strict=True):
+        where = f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]}"
+        if ref.hex() not in answers:
+            problems.append(f"{where}) ran no task in {timeout_s:g} s (busy, or its Ray workers cannot start)")
+            continue
+        host, seen, missing = answers[ref.hex()]
+        where += f", host {host})"
+        if seen != token:
+            problems.append(f"{where} does not see {checkpoint_dir} as this node does (a marker written here)")
+        problems += [f"{where} has no {what} at {files[what]}" for what in missing]
+    if problems:
+        raise LaunchError(
+            "the Ray nodes do not share storage: "
+            + "; ".join(problems)
+            + ". Checkpoints, data.pt and the tracker file are written by whichever node a rank runs on and the "
+            "data is read by all: mount the same storage at the same path on every node (docker-compose.worker.yml "
+            "binds the checkout at /workspace: put it, or models/ and data/, on NFS), or set CHECKPOINT_DIR / "
+            "DATA_DIR to a shared path. A model missing on a node: run the setup profile there "
+            "(`docker compose --profile setup run --rm setup`) or put MODEL_PATH on shared storage"
+        )
+    return f"storage: {len(nodes)} node(s) see {checkpoint_dir}" + (f" and the {', '.join(files)}" if files else "")
 
 
 def ensure_model(model: str) -> Path:
