@@ -3,6 +3,11 @@
 Batching (`batching`): `packed` (default: TRL best-fit-decreasing packing fed padding-free), `padding_free`, or
 `padded` (the baseline scripts/bench/sft_packing.py measures against). Loss on the completion only. GPU: fp32
 master weights, bf16 autocast, FlashAttention-2 when installed (else SDPA); CPU: fp32 and SDPA.
+
+`lora_rank > 0` trains a LoRA adapter (peft, through SFTTrainer's `peft_config`) instead of every weight, and
+`quantization = "4bit"` loads the frozen base in 4-bit NF4 (bitsandbytes; QLoRA, CUDA only). Either way the run
+saves the adapter in `<output_dir>/adapter/` and the merged model (peft's merge_and_unload onto the base in full
+precision) in `<output_dir>/`, where a full fine-tune saves its model: RL and evaluation load it unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     import datasets
     import mlflow
     import pandas as pd
+    import peft
     from matplotlib.figure import Figure
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from trl import SFTTrainer
@@ -44,6 +51,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BATCHING = ("packed", "padding_free", "padded")
+QUANTIZATION = (None, "4bit")  # 4bit: QLoRA (bitsandbytes NF4 base, bf16 compute), on a CUDA GPU only
+ADAPTER_DIR = "adapter"  # a LoRA run's adapter, inside its output_dir (beside the merged model)
 NOTEBOOK = Path(__file__).with_name("sft_training.ipynb")  # its parameters cell holds every knob's value
 PARAMETERS_TAG = "parameters"  # papermill's
 OLD_MODEL_KNOB = "model_path"  # `model`'s name before presets: `-p model_path X` and model_path=X still set `model`
@@ -111,6 +120,11 @@ class SFTRunConfig:
     max_length: int
     batching: str
     gradient_checkpointing: bool | None  # None: the model preset's
+    lora_rank: int  # 0: full fine-tuning
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: str | list  # peft's target_modules: "all-linear" or module names
+    quantization: str | None  # None | "4bit"
     max_samples: int | None
     eval_samples: int
     eval_max_new_tokens: int
@@ -171,8 +185,49 @@ class SFTRunConfig:
             raise ValueError(f"eval_backend={self.eval_backend!r}; choose one of {', '.join(evaluation.BACKENDS)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set num_train_epochs > 0 or max_steps > 0")
+        self._check_lora()
         if self.run_name is None:
             self.run_name = "sft-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+    def _check_lora(self) -> None:
+        """LoRA and QLoRA knobs: a clear ValueError naming the knob, before any model loads."""
+        if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0) or not 0 <= self.lora_dropout < 1:
+            raise ValueError(
+                f"lora_rank={self.lora_rank}, lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}: "
+                "want lora_rank 0 (full fine-tuning) or > 0 (a LoRA adapter), lora_alpha > 0, 0 <= lora_dropout < 1"
+            )
+        if self.quantization not in QUANTIZATION:
+            raise ValueError(f"quantization={self.quantization!r}; choose None (full precision) or '4bit' (QLoRA)")
+        if self.quantization is None:
+            return
+        if not self.lora_rank:
+            raise ValueError(
+                f"quantization={self.quantization!r} trains a LoRA adapter on a frozen 4-bit model (QLoRA): "
+                "set lora_rank > 0 too (e.g. 16), or quantization = None for full fine-tuning"
+            )
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"quantization={self.quantization!r} (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not "
+                "run here. Set quantization = None (LoRA in full precision, lora_rank > 0, runs on CPU) or run on "
+                "the GPU server"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(
+                f"quantization={self.quantization!r} needs bitsandbytes, which this kernel's environment lacks "
+                "(the jupyter image installs it: services/jupyter/requirements.in)"
+            )
+
+    @property
+    def lora(self) -> bool:
+        """True when the run trains a LoRA adapter (lora_rank > 0), with or without a 4-bit base."""
+        return self.lora_rank > 0
+
+    @property
+    def adapter_path(self) -> Path:
+        """Where a LoRA run saves its adapter: `<output_dir>/adapter/`."""
+        return self.output_path / ADAPTER_DIR
 
     @property
     def preset(self) -> model_presets.Preset:
@@ -244,9 +299,11 @@ def load_sft_datasets(cfg: SFTRunConfig, files: dict[str, Path]) -> tuple[datase
 
 
 def load_model(cfg: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model in fp32 (bf16 autocast on GPU keeps fp32 master weights: 1e-5 updates would vanish in bf16)."""
+    """The base model in fp32 (bf16 autocast on GPU keeps fp32 master weights: 1e-5 updates would vanish in bf16);
+    with `quantization="4bit"` its linear layers in 4-bit NF4 (bitsandbytes, double quantization, bf16 compute:
+    QLoRA's recipe), the rest in bf16."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from transformers.utils import is_flash_attn_2_available
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
@@ -257,14 +314,43 @@ def load_model(cfg: SFTRunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
         attention = "flash_attention_2"  # packed, padding-free batches run its variable-length kernel
     elif torch.cuda.is_available():
         logger.warning("flash-attn is not installed: SDPA with a block-diagonal mask (correct, slower)")
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_path, dtype=torch.float32, attn_implementation=attention)
+    quantized: dict[str, Any] = {}
+    if cfg.quantization == "4bit":
+        quantized = {
+            "dtype": torch.bfloat16,
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+        }
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.model_path, attn_implementation=attention, **({"dtype": torch.float32} | quantized)
+    )
     logger.info(
-        "loaded %s: %.0fM parameters, attention %s",
+        "loaded %s: %.0fM parameters, attention %s%s",
         cfg.model_path,
         model.num_parameters() / 1e6,
         model.config._attn_implementation,
+        ", 4-bit NF4 (QLoRA)" if quantized else "",
     )
     return model, tokenizer
+
+
+def lora_config(cfg: SFTRunConfig) -> peft.LoraConfig | None:
+    """peft's LoraConfig for SFTTrainer's `peft_config` (None: full fine-tuning)."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def build_trainer(
@@ -312,8 +398,17 @@ def build_trainer(
         dataloader_pin_memory=cuda,
     )
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),  # LoRA: TRL wraps the model with peft (and prepares a 4-bit one for training)
     )
+    if cfg.lora:
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        share = 100 * trainable / total
+        logger.info("LoRA r=%d: %d of %d parameters trainable (%.2f%%)", cfg.lora_rank, trainable, total, share)
     use_resilient_mlflow(trainer)  # training outlives an MLflow outage; params without secrets
     return trainer
 
@@ -409,14 +504,22 @@ def log_training_summary(trainer: SFTTrainer) -> dict[str, float]:
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: SFTRunConfig) -> Path:
     """Save model + tokenizer (chat template included) to `output_dir` atomically (never half a model there).
 
-    Saved in bf16 on GPU (what vLLM and verl load; the base model ships in bf16), fp32 on CPU.
+    Saved in bf16 on GPU (what vLLM and verl load; the base model ships in bf16), fp32 on CPU. A LoRA run (`model`
+    is trainer.model, a peft model) saves its adapter to `<output_dir>/adapter/` and, in `output_dir`, the merged
+    model: the adapter merged (merge_and_unload) into a fresh full-precision copy of the base, never into the
+    4-bit weights a QLoRA run trained on.
     """
     import torch
 
     out = check_output_dir(cfg)
-    if torch.cuda.is_available():
-        model = model.to(torch.bfloat16)
     with atomic_dir(out) as tmp:
+        if cfg.lora:
+            adapter = tmp / ADAPTER_DIR
+            model.save_pretrained(adapter)
+            tokenizer.save_pretrained(adapter)
+            model = merged_model(cfg.model_path, adapter)
+        if torch.cuda.is_available():
+            model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(_staging_dir(cfg), ignore_errors=True)  # the Trainer's output_dir: nothing is kept from it
@@ -424,11 +527,25 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return out
 
 
+def merged_model(base: str | Path, adapter: str | Path) -> PreTrainedModel:
+    """The base model (fp32, on CPU) with the LoRA adapter in `adapter` merged into its weights (peft)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    logger.info("merged the LoRA adapter %s into %s", adapter, base)
+    return merged
+
+
 def write_manifest(cfg: SFTRunConfig, run_id: str, after: evaluation.EvalResult) -> dict[str, Any]:
     """Atomically write the manifest scripts/run_ppo.sh reads (default models/sft/latest.json)."""
     manifest = {
         "path": display_path(str(cfg.output_path.resolve())),  # relative in the repo: valid in every container
         "base_model": cfg.model_path,
+        # a LoRA run's adapter; `path` is the merged model, which RL and evaluation load
+        "adapter": display_path(str(cfg.adapter_path.resolve())) if cfg.lora else None,
         "mlflow_run_id": run_id,
         "eval_accuracy": dict(after.accuracy),  # by reward name (rewards.REWARDS)
         "eval_samples": after.n,

@@ -79,6 +79,10 @@ def test_paths_default_under_the_repo_and_keep_absolute_ones(tmp_path):
         ({"batching": "bucketed"}, "choose one of packed, padding_free, padded"),
         ({"eval_backend": "tgi"}, "choose one of auto, vllm, hf"),
         ({"num_train_epochs": 0, "max_steps": -1}, "num_train_epochs > 0 or max_steps > 0"),
+        ({"lora_rank": -8}, r"lora_rank=-8, .*want lora_rank 0 \(full fine-tuning\) or > 0"),
+        ({"lora_rank": 8, "lora_alpha": 0}, "lora_alpha > 0"),
+        ({"quantization": "8bit"}, r"quantization='8bit'; choose None \(full precision\) or '4bit' \(QLoRA\)"),
+        ({"quantization": "4bit"}, r"quantization='4bit' trains a LoRA adapter .*set lora_rank > 0"),
     ],
 )
 def test_config_rejects_bad_values(overrides, message):
@@ -267,3 +271,66 @@ def test_manifest_is_atomic_and_writable_by_every_container(tmp_path):
         assert stat.S_IMODE(created.stat().st_mode) == 0o775
     inside = dataclasses.replace(cfg, output_dir="models/sft/r1")
     assert sft.write_manifest(inside, "run123", after)["path"] == "models/sft/r1"  # in the repo: valid in both
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA GPU")
+def test_qlora_without_a_gpu_is_refused_naming_the_knob_before_any_model_loads():
+    import sys
+
+    loaded_before = "transformers.models.qwen2.modeling_qwen2" in sys.modules
+    with pytest.raises(ValueError, match=r"quantization='4bit' \(QLoRA\) needs a CUDA GPU.*quantization = None"):
+        sft.SFTRunConfig.from_notebook(quantization="4bit", lora_rank=16)
+    assert ("transformers.models.qwen2.modeling_qwen2" in sys.modules) == loaded_before
+
+
+@pytest.mark.slow
+def test_lora_trains_an_adapter_and_saves_it_with_the_merged_model(tiny_model_dir, gsm8k_data_dir, tmp_path):
+    """lora_rank > 0: only the adapter trains; the run saves it in adapter/ and the merged model where a full run saves
+    its model, and the manifest points RL at the merged one, which loads and generates like any model folder."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = _cfg(
+        tmp_path,
+        model=str(tiny_model_dir),
+        data_dir=str(gsm8k_data_dir),
+        manifest_path=str(tmp_path / "latest.json"),
+        lora_rank=8,
+        lora_alpha=16,
+        learning_rate=1e-2,  # a visible change in 2 steps of the random tiny model
+        max_steps=2,
+        per_device_train_batch_size=4,
+    )
+    train_dataset, _ = sft.load_sft_datasets(cfg, sft.check_data(cfg))
+    model, tokenizer = sft.load_model(cfg)
+    trainer = sft.build_trainer(cfg, model, tokenizer, train_dataset, report_to=())
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    assert 0 < trainable < total / 2  # the adapter, not the model
+    trainer.train()
+    out = sft.save_checkpoint(trainer.model, tokenizer, cfg)
+
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["peft_type"], adapter["r"], adapter["lora_alpha"]) == ("LORA", 8, 16)
+    assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
+    lora = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert any("q_proj.lora_A" in k for k in lora) and any("down_proj.lora_B" in k for k in lora)  # all-linear
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    merged_model = AutoModelForCausalLM.from_pretrained(out)  # a plain HF model folder: no peft needed
+    merged = merged_model.state_dict()
+    assert not any("lora" in k for k in merged)
+    # merged = base + alpha/r * B @ A on every adapted weight; the rest (embeddings, norms) is the base's
+    key = "model.layers.0.self_attn.q_proj.weight"
+    a, b = (lora[f"base_model.model.{key.removesuffix('.weight')}.lora_{x}.weight"] for x in "AB")
+    assert (merged[key] - base[key]).abs().max() > 1e-4
+    torch.testing.assert_close(merged[key], base[key] + 16 / 8 * b @ a, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(merged["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+    ids = AutoTokenizer.from_pretrained(out)("#### 4", return_tensors="pt").input_ids
+    assert merged_model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+
+    problems = [ev.Problem(0, "q", "5", [])]
+    manifest = sft.write_manifest(cfg, "run1", ev.score(problems, ["#### 5"]))
+    assert manifest["path"] == str(out) and manifest["adapter"] == str(out / "adapter")
+    from scripts.lib.checkpoints import read_sft_manifest
+
+    assert read_sft_manifest(cfg.manifest_file)["path"] == out  # what run_ppo.sh starts from: the merged model

