@@ -32,7 +32,7 @@ from data import readiness
 from data.prompt import PROMPT_VERSION
 from rewards import REWARDS
 from scripts.eval import evaluation
-from scripts.lib import model_presets
+from scripts.lib import lora, model_presets
 from scripts.lib.atomic import atomic_dir, atomic_write
 from scripts.lib.checkpoints import check_model
 from scripts.lib.mlflow_health import check_mlflow
@@ -517,7 +517,7 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
             adapter = tmp / ADAPTER_DIR
             model.save_pretrained(adapter)
             tokenizer.save_pretrained(adapter)
-            model = merged_model(cfg.model_path, adapter)
+            model = lora.merged_model(cfg.model_path, adapter)
         if torch.cuda.is_available():
             model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
@@ -525,18 +525,6 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     shutil.rmtree(_staging_dir(cfg), ignore_errors=True)  # the Trainer's output_dir: nothing is kept from it
     logger.info("saved the SFT model to %s", out)
     return out
-
-
-def merged_model(base: str | Path, adapter: str | Path) -> PreTrainedModel:
-    """The base model (fp32, on CPU) with the LoRA adapter in `adapter` merged into its weights (peft)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    logger.info("merged the LoRA adapter %s into %s", adapter, base)
-    return merged
 
 
 def write_manifest(cfg: SFTRunConfig, run_id: str, after: evaluation.EvalResult) -> dict[str, Any]:

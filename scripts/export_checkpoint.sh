@@ -12,6 +12,9 @@
 # (the verl_configs default): then nothing needs merging and this only says where the model is (or
 # copies it to TARGET). Otherwise it runs `python -m verl.model_merger merge --backend fsdp`. Either way
 # TARGET is written whole beside itself and swapped in: never half-written, even under kill -9.
+# A LoRA run (actor_rollout_ref.model.lora_rank > 0) gets its adapter merged into the base with peft
+# (scripts/lib/lora.py): verl saves the PEFT state dict as hf_model, and its merger the base and the
+# adapter apart (TARGET/lora_adapter), neither of which loads as the trained model.
 # Env: PYTHON (default python3), the interpreter with verl installed.
 set -euo pipefail
 
@@ -42,6 +45,9 @@ fi
 hf_dir="${src}/huggingface"
 target="$(realpath -m -- "${target:-${hf_dir}}")" # absolute: the merge below runs from the repo root
 if compgen -G "${hf_dir}/*.safetensors" >/dev/null; then
+    # a LoRA run's PEFT state dict becomes the merged model (in place, once); anything else is left as it is
+    merge_lora='import sys, pathlib; from scripts.lib.lora import merge_verl_checkpoint; merge_verl_checkpoint(pathlib.Path(sys.argv[1]))'
+    (cd "$(dirname "${BASH_SOURCE[0]}")/.." && "${python}" -c "${merge_lora}" "${src}")
     if [[ "${target}" -ef "${hf_dir}" ]]; then
         # Nothing to write; only the temporary copy an export killed right after its swap may be left to clear.
         clear='import sys, pathlib; from scripts.lib.atomic import clear_stale; clear_stale(pathlib.Path(sys.argv[1]))'
@@ -67,5 +73,12 @@ with atomic_dir(target, replace=True) as tmp:
         subprocess.run([sys.executable, *merge], check=True)
         if not any(tmp.glob("*.safetensors")):
             sys.exit(f"error: verl.model_merger wrote no weights into {tmp}")
+        if (tmp / "lora_adapter").is_dir():  # the base and a LoRA adapter apart: merged with peft
+            from scripts.lib.lora import merged_model
+
+            merged = merged_model(tmp, tmp / "lora_adapter")
+            for old in tmp.glob("*.safetensors"):
+                old.unlink()
+            merged.save_pretrained(tmp)
 PY
 echo "Hugging Face model: ${target}"

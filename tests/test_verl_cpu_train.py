@@ -45,6 +45,17 @@ SIZE = [
     "trainer.save_freq=1",
     "trainer.test_freq=-1",
 ]
+# LoRA (docs/rl.md): GRPO for 2 steps with verl's LoRA actor, vLLM serving the adapter. The random tiny model scores
+# 0, so GRPO's advantages are 0: an entropy bonus and a LoRA-sized learning rate move the adapter anyway, far enough
+# that a rollout with a stale adapter would miss MAX_LOGPROB_DIFF.
+LORA_RANK, LORA_ALPHA = 8, 16
+LORA = [o for o in SIZE if not o.startswith("trainer.total_training_steps=")] + [
+    "trainer.total_training_steps=2",
+    f"actor_rollout_ref.model.lora_rank={LORA_RANK}",
+    f"actor_rollout_ref.model.lora_alpha={LORA_ALPHA}",
+    "actor_rollout_ref.actor.optim.lr=1e-2",
+    "actor_rollout_ref.actor.entropy_coeff=0.01",
+]
 LAUNCH_TIMEOUT = 900
 STEP_S = "timing_s/step"  # verl's wall time per training step (rollout, reward, update, checkpoint)
 LOGPROB_DIFF = "training/rollout_probs_diff_max"  # max |vLLM's log-prob - the actor's| over the step's tokens
@@ -54,7 +65,9 @@ MAX_LOGPROB_DIFF = 1e-3
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
-def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, python: Path) -> subprocess.Popen:
+def launch(
+    algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, python: Path, size: list[str] = SIZE
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "VERL_"))}
     env.update(
         N_GPUS="0",
@@ -68,7 +81,7 @@ def launch(algo: str, ckpt: Path, model: Path, data: Path, uri: str, log: Path, 
     )
     with open(log, "ab") as out:
         return subprocess.Popen(
-            ["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *SIZE],
+            ["bash", str(REPO / "scripts" / f"run_{algo}.sh"), *size],
             env=env,
             cwd=REPO,
             stdout=out,
@@ -151,7 +164,8 @@ def assert_vllm_serves_the_trained_weights(client, run_id: str, ckpt: Path, algo
     assert (rollout["name"], rollout["load_format"]) == ("vllm", "dummy")
     diffs = {m.step: m.value for m in client.get_metric_history(run_id, LOGPROB_DIFF)}
     note(f"{algo}_rollout_probs_diff_max (threshold {MAX_LOGPROB_DIFF})", diffs)
-    assert sorted(diffs) == [1, 2, 3] and all(0 <= d < MAX_LOGPROB_DIFF for d in diffs.values()), diffs
+    steps = sorted({int(m.step) for m in client.get_metric_history(run_id, STEP_S)})
+    assert sorted(diffs) == steps and all(0 <= d < MAX_LOGPROB_DIFF for d in diffs.values()), diffs
 
 
 def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
@@ -227,3 +241,56 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
         timeout=600,
     )
     assert list(report.iterdir())
+
+
+def test_grpo_lora_serves_the_adapter_from_vllm_and_hands_over_a_merged_model(
+    verl_python, tiny_model_dir, gsm8k_data_dir, mlflow_uri, tmp_path, ray_logs
+):
+    """verl's LoRA (actor_rollout_ref.model.lora_rank) on CPU: 2 GRPO steps through the same vLLM rollout, which serves
+    the trained adapter (the log-prob check after each sync); the checkpoint verl saves is the PEFT state dict, which
+    scripts/lib/checkpoints.py rl_hf_model merges into a plain model (scripts/lib/lora.py) for evaluation."""
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scripts.lib.checkpoints import rl_hf_model
+
+    ckpt, log = tmp_path / "grpo-lora", tmp_path / "grpo-lora.log"
+    proc = launch("grpo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python, size=LORA)
+    took = wait_for(proc, log, lambda: proc.poll() is not None)
+    note("grpo_lora_launch_s", round(took))
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
+    model = yaml.safe_load((ckpt / "launch_config.yaml").read_text())["actor_rollout_ref"]["model"]
+    assert (model["lora_rank"], model["lora_alpha"], model["target_modules"]) == (LORA_RANK, LORA_ALPHA, "all-linear")
+    assert "'--enable_lora'" in text  # verl started vLLM with LoRA and adds the adapter to it after each update
+
+    client, run = the_run(mlflow_uri, ckpt)
+    assert steps_of(client, run.info.run_id, "actor/pg_loss") == [1, 2]
+    grad = [m.value for m in client.get_metric_history(run.info.run_id, "actor/grad_norm")]
+    assert grad and all(g > 0 for g in grad), grad  # the adapter trained
+    note("grpo_lora_s_per_step", [round(m.value, 1) for m in client.get_metric_history(run.info.run_id, STEP_S)])
+    assert_vllm_serves_the_trained_weights(client, run.info.run_id, ckpt, "grpo_lora")
+
+    actor = ckpt / "global_step_2" / "actor"
+    assert (actor / "huggingface" / "model.safetensors").is_file()
+    _, info = AutoModelForCausalLM.from_pretrained(actor / "huggingface", output_loading_info=True)
+    assert "model.embed_tokens.weight" in info["missing_keys"]  # verl's save alone would load as a random model
+    t0 = time.monotonic()
+    assert rl_hf_model(ckpt) == actor / "huggingface"  # what evaluation and the report load
+    note("grpo_lora_merge_s", round(time.monotonic() - t0, 1))
+    adapter = json.loads((actor / "lora_adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (LORA_RANK, LORA_ALPHA)
+    note("grpo_lora_adapter_bytes", (actor / "lora_adapter" / "adapter_model.safetensors").stat().st_size)
+
+    merged, info = AutoModelForCausalLM.from_pretrained(actor / "huggingface", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    diff = {k: (v - base[k]).abs().max().item() for k, v in merged.state_dict().items()}
+    note("grpo_lora_merged_minus_base_max", {k: f"{v:.2e}" for k, v in diff.items() if "layers.0." in k})
+    assert diff["model.layers.0.self_attn.q_proj.weight"] > 1e-4 and diff["model.layers.1.mlp.down_proj.weight"] > 1e-4
+    assert diff["model.embed_tokens.weight"] == 0  # not a LoRA target: the base's
+    ids = AutoTokenizer.from_pretrained(actor / "huggingface")("#### 4", return_tensors="pt").input_ids
+    assert merged.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+    written = (actor / "huggingface" / "model.safetensors").stat().st_mtime_ns
+    assert rl_hf_model(ckpt) == actor / "huggingface"  # merged once: a second read finds a plain model
+    assert (actor / "huggingface" / "model.safetensors").stat().st_mtime_ns == written

@@ -1,7 +1,8 @@
 """Find what training left behind: the SFT checkpoint its manifest names, and the newest RL checkpoint.
 
 SFT: models/sft/latest.json `{"path": "models/sft/<run>", ...}` (relative to the repo root, or absolute).
-RL: verl's `<experiment>/global_step_N/actor/` (Hugging Face weights in `huggingface/` with `hf_model`) and,
+RL: verl's `<experiment>/global_step_N/actor/` (Hugging Face weights in `huggingface/` with `hf_model`; a LoRA run's
+merged there by scripts/lib/lora.py) and,
 once a save completes, `<experiment>/latest_checkpointed_iteration.txt` with N (else the highest N counts).
 """
 
@@ -78,7 +79,10 @@ def newest_experiment(rl_dir: Path, algo: str) -> tuple[Path | None, list[Path]]
 
 
 def rl_hf_model(experiment: Path) -> Path:
-    """The Hugging Face weights of the newest checkpoint in `experiment`; ValueError says why there are none."""
+    """The Hugging Face weights of the newest checkpoint in `experiment`; ValueError says why there are none.
+
+    A LoRA run's (verl saves the PEFT state dict there, which `from_pretrained` would load as a random model) is
+    merged in place first, once (scripts/lib/lora.py)."""
     step = latest_step(experiment)
     if step is None:
         raise ValueError(f"no checkpoint in {experiment} yet (no {TRACKER} or global_step_N folder)")
@@ -88,4 +92,6 @@ def rl_hf_model(experiment: Path) -> Path:
             f"the step-{step} checkpoint has no Hugging Face weights in {folder} (hf_model not in "
             f"actor.checkpoint.save_contents); make them with: bash scripts/export_checkpoint.sh {experiment}"
         )
-    return folder
+    from scripts.lib import lora
+
+    return lora.merge_verl_checkpoint(folder.parent)
