@@ -12,7 +12,8 @@ kill lands late); the same command again resumes from that checkpoint and finish
 Then scripts.eval.evaluate (HF backend) on the last checkpoint and scripts.eval.report. Two launches, because
 each costs a Ray and a vLLM start-up (minutes on two cores).
 GRPO (no critic) trains through the same rollout in the speedrun on the CPU stack
-(tests/test_compose_engine.py, `make test-stack`), with the same log-prob check.
+(tests/test_compose_engine.py, `make test-stack`), with the same log-prob check. Here GRPO runs with verl's LoRA
+(2 steps, vLLM serving the adapter, the same check), and its checkpoint is merged for evaluation.
 
 `pytest -rP tests/test_verl_cpu_train.py` prints the measured launch and step times.
 """

@@ -105,4 +105,3 @@ def merge_verl_checkpoint(actor: Path) -> Path:
         merged.save_pretrained(tmp)
     logger.info("merged the LoRA adapter (r=%d, alpha=%d, %s) into %s", rank, alpha, ",".join(targets), hf)
     return hf
-
