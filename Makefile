@@ -10,8 +10,9 @@
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
 #   make bench   print the benchmarks' numbers (reward, SFT packing, evaluation on vLLM vs HF)
 #   make test-stack   the stack on a real container engine (tests/test_compose_engine.py): uses the Docker engine that
-#                answers, else installs and starts podman (root, apt); builds the CPU variant's base image and
-#                wheelhouse (cached) unless the machine has GPUs; builds, starts and tests the stack; removes it
+#                answers, else installs and starts podman (root, apt); unless the machine has GPUs, the CPU variant
+#                through its air-gapped option (CPU_BASE_IMAGE, WHEELHOUSE below: their scripts build them, cached);
+#                builds, starts and tests the stack; removes it
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -22,6 +23,11 @@ UV_VERSION := 0.13.9
 # torch==2.13.0+cpu: from the local wheel cache where this machine has one, else PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 PYTEST_ARGS ?=
+# test-stack's CPU variant builds FROM the local base and installs from the local wheelhouse (docs/cpu.md: the
+# air-gapped option; CI here has no registry). `make test-stack CPU_BASE_IMAGE= WHEELHOUSE=` builds it as a
+# laptop does: FROM the registry's python:3.11-slim-bookworm (docker-compose.cpu.yml), wheels from PyPI.
+CPU_BASE_IMAGE ?= gsm8k-posttrain/cpu-base:bookworm
+WHEELHOUSE ?= gsm8k-posttrain/wheelhouse:cpu
 # Any of these (or $CHROMIUM) lets tests/test_web_ui.py drive a headless browser; they skip themselves without one.
 BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 
@@ -75,8 +81,9 @@ test-fast: lint
 test-stack: venv browser
 	@set -e; host=$$(bash scripts/engine/podman.sh); if [ -n "$$host" ]; then export DOCKER_HOST=$$host; fi; \
 	if [ "$${STACK_VARIANT:-}" = cpu ] || ! nvidia-smi --list-gpus >/dev/null 2>&1; then \
-		bash scripts/engine/cpu_base_image.sh; \
-		bash scripts/engine/wheelhouse.sh; \
+		export CPU_BASE_IMAGE=$(CPU_BASE_IMAGE) WHEELHOUSE=$(WHEELHOUSE); \
+		if [ -n "$$CPU_BASE_IMAGE" ]; then bash scripts/engine/cpu_base_image.sh; fi; \
+		if [ -n "$$WHEELHOUSE" ]; then bash scripts/engine/wheelhouse.sh; fi; \
 	fi; \
 	$(BIN)/python -m pytest -m docker -s tests/test_compose_engine.py $(PYTEST_ARGS)
 

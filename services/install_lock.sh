@@ -21,6 +21,7 @@ lock=${1:?usage: install_lock.sh [--shared-umask] LOCK [NAME==VERSION ...]}
 shift
 venv=${VIRTUAL_ENV:-/opt/venv}
 
+# python3: the base's, first on PATH: /usr/local/bin/python3 on python:*-slim (with pip), /usr/bin/python3 on Debian.
 if python3 -m pip --version >/dev/null 2>&1; then
     python3 -m venv --without-pip --system-site-packages "${venv}" # pip from the base
 else

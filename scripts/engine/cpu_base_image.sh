@@ -1,25 +1,24 @@
 #!/usr/bin/env bash
-# Build the CPU variant's base image (Debian bookworm minbase + Python 3.11) locally, with no registry:
+# The CPU variant's air-gapped base image (Debian bookworm minbase + Python 3.11), built with no registry:
 # debootstrap a root filesystem from a Debian mirror and import it into the container engine.
 #
-#   sudo bash scripts/engine/cpu_base_image.sh            # -> gsm8k-posttrain/cpu-base:bookworm (docker or podman)
-#   CPU_BASE_IMAGE=my/base:tag ENGINE=podman sudo -E bash scripts/engine/cpu_base_image.sh
-#   SOURCE=registry bash scripts/engine/cpu_base_image.sh   # a laptop with Docker (macOS too): from Docker Hub
+#   bash scripts/engine/cpu_base_image.sh          # as root -> gsm8k-posttrain/cpu-base:bookworm (docker or podman)
+#   CPU_BASE_IMAGE=my/base:tag ENGINE=podman bash scripts/engine/cpu_base_image.sh
 #
-# docker-compose.cpu.yml builds every image FROM it (build arg BASE_IMAGE). Its Python 3.11 is the one the CPU
-# locks (services/*/requirements-cpu.lock, services/mlflow/requirements.lock) are resolved for.
-# SOURCE=debootstrap (the default where debootstrap is installed): needs root and a Debian mirror (MIRROR;
-# default: the first one apt on this machine uses, else deb.debian.org); no registry. About two minutes.
-# SOURCE=registry (the default elsewhere): `docker build` from Docker Hub's debian:bookworm-slim, the same
-# packages added with apt. Skips the work when the engine already has the image (FORCE=1 rebuilds).
+# By default docker-compose.cpu.yml builds FROM Docker Hub's python:3.11-slim-bookworm; with
+# CPU_BASE_IMAGE=gsm8k-posttrain/cpu-base:bookworm in .env (or the environment) it builds FROM this image instead,
+# for machines without a registry (docs/cpu.md). Its Python 3.11 is the one the CPU locks
+# (services/*/requirements-cpu.lock, services/mlflow/requirements.lock) are resolved for, and it holds every
+# package docker-compose.cpu.yml's OS_PACKAGES lists, so the images' apt step (services/os_packages.sh) skips and
+# the build stays offline. Needs root and a Debian mirror (MIRROR; default: the first one apt on this machine
+# uses, else deb.debian.org); about two minutes. Skips the work when the engine already has the image built from
+# the same package list (FORCE=1 rebuilds).
 set -euo pipefail
 
 CPU_BASE_IMAGE=${CPU_BASE_IMAGE:-gsm8k-posttrain/cpu-base:bookworm}
 SUITE=${SUITE:-bookworm}
 ENGINE=${ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}
-# What the images need from Debian: Python with venv, TLS roots for pip/HF, ps/pgrep for Ray and the tests;
-# for vLLM's CPU build, libnuma (its _C extension links it) and a C++ compiler with Python's headers (torch.compile
-# builds some of its ops with inductor on CPU even in eager mode, e.g. vllm/v1/sample/ops/logprobs.py).
+# What the images need from Debian: docker-compose.cpu.yml's OS_PACKAGES (why each: there), comma-separated.
 PACKAGES=${PACKAGES:-python3,python3-venv,python3-dev,ca-certificates,procps,libnuma1,g++}
 
 die() {
@@ -35,21 +34,9 @@ if [[ "${FORCE:-0}" != 1 && "${built}" == "${PACKAGES}" ]]; then
     echo "cpu_base_image.sh: ${CPU_BASE_IMAGE} already in ${ENGINE} (FORCE=1 rebuilds)"
     exit 0
 fi
-SOURCE=${SOURCE:-$(command -v debootstrap >/dev/null && echo debootstrap || echo registry)}
-if [[ "${SOURCE}" == registry ]]; then
-    echo "cpu_base_image.sh: debian:bookworm-slim + ${PACKAGES//,/ } from Docker Hub"
-    "${ENGINE}" build -t "${CPU_BASE_IMAGE}" - <<DOCKERFILE
-FROM docker.io/library/debian:bookworm-slim
-LABEL ${LABEL}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PACKAGES//,/ } \\
-    && rm -rf /var/lib/apt/lists/*
-ENV LANG=C.UTF-8
-CMD ["bash"]
-DOCKERFILE
-    exit 0
-fi
-[[ "$(id -u)" == 0 ]] || die "debootstrap needs root: run it with sudo (or SOURCE=registry)"
-command -v debootstrap >/dev/null || die "debootstrap not found: apt-get install debootstrap (or SOURCE=registry)"
+[[ "$(id -u)" == 0 ]] || die "debootstrap needs root: run this as root (e.g. with sudo), or leave CPU_BASE_IMAGE" \
+    "unset and build FROM the registry's python:3.11-slim-bookworm (docs/cpu.md)"
+command -v debootstrap >/dev/null || die "debootstrap not found: apt-get install debootstrap"
 
 if [[ -z "${MIRROR:-}" ]]; then
     MIRROR=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |

@@ -3,22 +3,23 @@
 # whose containers cannot reach PyPI (air-gapped servers, CI behind a TLS proxy) and for fast rebuilds.
 #
 #   bash scripts/engine/wheelhouse.sh                          # verl-cpu jupyter-cpu mlflow -> gsm8k-posttrain/wheelhouse:cpu
-#   WHEELHOUSE_IMAGE=my/wheels:tag bash scripts/engine/wheelhouse.sh mlflow
+#   WHEELHOUSE=my/wheels:tag bash scripts/engine/wheelhouse.sh mlflow
 #
 # NAME is an image lock as services/locks.py names it: services/<image>/requirements.lock, or
 # services/<image>/requirements-cpu.lock for <image>-cpu. `pip download --require-hashes` fetches every file a
 # lock pins and checks its hash; files are cached per lock content under WHEEL_CACHE (default
 # /var/cache/gsm8k-posttrain/wheels; ~/.cache/gsm8k-posttrain/wheels when not root), so an unchanged lock
 # downloads nothing. The files of all the locks named are then imported (`docker import` / `podman import`) as
-# one image with the wheels at its root; docker-compose.cpu.yml passes it as the WHEELHOUSE build arg and the
-# Dockerfiles mount it for the install only (it never becomes a layer of an image). An image that already
+# one image with the wheels at its root. With WHEELHOUSE=<that image> in .env (or the environment),
+# docker-compose.cpu.yml passes it as the WHEELHOUSE build arg and the Dockerfiles mount it for the install only
+# (it never becomes a layer of an image); without, the images install from PyPI (docs/cpu.md). An image that already
 # holds exactly these locks is kept. Packages published only as source come as sdists: setuptools and wheel are
 # added so pip can build them offline. PyTorch's CPU wheel comes from /opt/wheels when present, else its index.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
-WHEELHOUSE_IMAGE=${WHEELHOUSE_IMAGE:-gsm8k-posttrain/wheelhouse:cpu}
+WHEELHOUSE=${WHEELHOUSE:-gsm8k-posttrain/wheelhouse:cpu}
 ENGINE=${ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}
 if [[ -z "${WHEEL_CACHE:-}" ]]; then
     if [[ "$(id -u)" == 0 ]]; then
@@ -79,9 +80,9 @@ done
 
 keys=${keys% }
 have=$("${ENGINE}" image inspect --format '{{index .Config.Labels "gsm8k-posttrain.wheelhouse"}}' \
-    "${WHEELHOUSE_IMAGE}" 2>/dev/null || true)
+    "${WHEELHOUSE}" 2>/dev/null || true)
 if [[ "${have}" == "${keys}" ]]; then
-    echo "wheelhouse.sh: ${WHEELHOUSE_IMAGE} already holds ${keys}"
+    echo "wheelhouse.sh: ${WHEELHOUSE} already holds ${keys}"
     exit 0
 fi
 # One folder of hard links (files the locks share, e.g. torch, appear once), imported as an image.
@@ -93,6 +94,6 @@ done
 rm -f "${union}/.complete"
 start=${SECONDS}
 tar -C "${union}" -c . | "${ENGINE}" import --change "LABEL gsm8k-posttrain.wheelhouse=\"${keys}\"" - \
-    "${WHEELHOUSE_IMAGE}" >/dev/null
-echo "wheelhouse.sh: ${WHEELHOUSE_IMAGE}: $(find "${union}" -type f | wc -l) files, $(du -sh "${union}" | cut -f1)," \
+    "${WHEELHOUSE}" >/dev/null
+echo "wheelhouse.sh: ${WHEELHOUSE}: $(find "${union}" -type f | wc -l) files, $(du -sh "${union}" | cut -f1)," \
     "imported into ${ENGINE} in $((SECONDS - start)) s"
