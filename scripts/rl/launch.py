@@ -336,6 +336,11 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
         loss += f", dynamic sampling (drops groups of equal {get('algorithm.filter_groups.metric')})"
     if (manager := get("reward.reward_manager.name")) not in (None, "naive"):
         loss += f", reward manager {manager}"
+    model = f"{actor_ref}.model"
+    lora = get(f"{model}.lora_rank") and (  # docs/rl.md, LoRA
+        f"rank {get(f'{model}.lora_rank')}, alpha {get(f'{model}.lora_alpha')}, {get(f'{model}.target_modules')}; "
+        "vLLM serves the adapter; checkpoints merged for evaluation (scripts/lib/lora.py)"
+    )
     step, keep = latest_step(settings.checkpoint_dir), get("trainer.max_actor_ckpt_to_keep")
     ray = f"local start, num_cpus={get('ray_kwargs.ray_init.num_cpus')} (verl needs {preflight.ray_cpu_budget(cfg)})"
     rows = {
@@ -345,6 +350,7 @@ def summary(settings: Settings, cfg: DictConfig, reward: str, written: tuple[str
         "algorithm": f"{settings.algo}: adv_estimator={get('algorithm.adv_estimator')}, "
         f"critic {'on' if critic else 'off'}, ref {'on' if ref else 'off'} ({kl})",
         "loss": loss,
+        **({"lora": lora} if lora else {}),
         "GPUs": f"{where}; rollout {get(f'{actor_ref}.rollout.name')} TP {tp} -> {gpus // tp} replica(s)",
         "batch": f"{batch} prompts x n={n} = {batch * n} sequences/step; mini batch {mini} "
         f"({batch // mini} updates/step); {micro}",
