@@ -94,4 +94,6 @@ def rl_hf_model(experiment: Path) -> Path:
         )
     from scripts.lib import lora
 
-    return lora.merge_verl_checkpoint(folder.parent)
+    if (folder.parent / lora.META).is_file():  # a LoRA run's checkpoint
+        return lora.merge_verl_checkpoint(folder.parent)
+    return folder

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PEFT_PREFIX = "base_model.model."  # peft's wrapper around the model: every key of a PEFT module's state dict
+META = "lora_train_meta.json"  # verl writes a LoRA actor's rank and alpha there, beside huggingface/
 ADAPTER_DIR = "lora_adapter"  # beside verl's huggingface/ in global_step_N/actor/, as verl's model merger names it
 WEIGHTS = ("*.safetensors", "model.safetensors.index.json", "config.json")  # what a merge rewrites in huggingface/
 
@@ -70,7 +71,7 @@ def merge_verl_checkpoint(actor: Path) -> Path:
     hf = actor / "huggingface"
     if not is_unmerged(hf):
         return hf
-    meta_file = actor / "lora_train_meta.json"
+    meta_file = actor / META
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         rank, alpha = int(meta["r"]), int(meta["lora_alpha"])
