@@ -4,6 +4,9 @@
   raylet's environment, not the shell's, so HF_HUB_OFFLINE, HF_TOKEN, VERL_USE_EXTERNAL_MODULES or NCCL_* set for
   one run were silently ignored there. Checked through verl's own driver code (main_ppo.run_ppo), with the
   TaskRunner swapped for an actor that reports its environment; without the forwarding it sees none of them.
+- Ray's token authentication is on, as in the stack (RAY_AUTH_MODE=token, one RAY_AUTH_TOKEN for every node and
+  client): without it a head started after any local ray.init() (which writes ~/.ray/auth_token) turns token
+  auth on by itself, and nodes and drivers that do not read that file are refused.
 - Every node sees the same storage (scripts/rl/preflight.check_shared_storage): a second node started in its own
   mount namespace, with an empty tmpfs over the folder the head writes, is a node whose storage is not shared.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -36,10 +40,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # docker-compose.yml's x-ray-auth
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """What a container's `ray start` has: none of the settings a user exports for one run."""
+    """What a container's `ray start` has: the cluster's token, none of the settings a user exports for one run."""
     keep = ("PATH", "HOME", "LANG", "TMPDIR")
-    return {k: v for k, v in os.environ.items() if k in keep} | {"RAY_USAGE_STATS_ENABLED": "0"} | extra
+    return {k: v for k, v in os.environ.items() if k in keep} | {"RAY_USAGE_STATS_ENABLED": "0"} | AUTH | extra
 
 
 class Cluster:
@@ -69,12 +76,20 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(verl_python: Path) -> Iterator[Cluster]:
+def cluster(verl_python: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    from ray._private.authentication_test_utils import reset_auth_token_state  # Ray reads its auth mode once
+
+    for name, value in AUTH.items():  # this process's own ray.init (the preflight) is a client of the cluster too
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    reset_auth_token_state()
     c = Cluster(verl_python.parent / "ray").head()
     try:
         yield c
     finally:
         c.stop()
+        monkeypatch.undo()
+        reset_auth_token_state()
 
 
 PROBE = textwrap.dedent(
