@@ -22,7 +22,7 @@ VERL_LOCK := services/verl/requirements-cpu.lock
 UV_VERSION := 0.13.9
 # torch==2.13.0+cpu: from the local wheel cache where this machine has one, else PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30  # the slowest tests, with their times, at the end of every run (CI keeps them)
 # test-stack's CPU variant builds FROM the local base and installs from the local wheelhouse (docs/cpu.md: the
 # air-gapped option; CI here has no registry). `make test-stack CPU_BASE_IMAGE= WHEELHOUSE=` builds it as a
 # laptop does: FROM the registry's python:3.11-slim-bookworm (docker-compose.cpu.yml), wheels from PyPI.
