@@ -9,7 +9,13 @@ missing the packages the default trainer path imports.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +222,61 @@ def test_the_critic_trains_on_32k_tokens_per_gpu_in_both_trainers(tmp_path, tiny
     _, cfg, problems = rl_launch.build(settings(tmp_path, tiny_model_dir, gsm8k_data_dir, N_GPUS="4"), [])
     assert not problems, problems
     assert cfg.critic.ppo_max_token_len_per_gpu == cfg.critic.get("ppo_infer_max_token_len_per_gpu", budget) == 32768
+
+
+# --- A launch killed with -9 leaves Ray's agents behind: the next launch stops them ---------------------------
+
+LOCAL_RAY = """
+import os, sys, time
+from pathlib import Path
+
+import ray
+
+Path(sys.argv[1]).write_text(str(os.getpid()))  # as the launcher does before it execs main_ppo
+ray.init(num_cpus=1)  # verl's local Ray: with the dashboard, its agent and the runtime-env agent
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_what_a_killed_launch_left_of_its_ray_is_stopped_by_the_next(verl_python):
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    live_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # a launch still running: never touched
+    (live_tmp / rl_preflight.LAUNCH_PID).write_text(str(os.getpid()))
+    (live_tmp / "raylet.out").touch()
+    driver = subprocess.Popen(
+        [str(verl_python), "-c", LOCAL_RAY, str(ray_tmp / rl_preflight.LAUNCH_PID)],
+        env={**os.environ, "RAY_TMPDIR": str(ray_tmp)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    with (live_tmp / "raylet.out").open():  # this process holds a file of the live launch open
+        try:
+            assert driver.stdout.readline().strip() == "up"
+            time.sleep(3)  # the agents are up
+            driver.kill()  # kill -9 the launch (main_ppo, the launcher's pid): Ray's own processes follow it...
+            driver.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while len(left := rl_preflight.processes_using([ray_tmp])[ray_tmp]) > 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            titles = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().strip(b"\0").decode() for pid in left)
+            assert titles == ["ray::DashboardAgent", "ray::RuntimeEnvAgent"]  # ...but these two stay
+            assert rl_preflight.processes_using([live_tmp])[live_tmp] == [os.getpid()]
+
+            lines = rl_preflight.reap_killed_launches()
+            assert f"stopped 2 process(es) a killed launch left (logs kept: {ray_tmp})" in lines
+            deadline = time.monotonic() + 10
+            while rl_preflight.processes_using([ray_tmp])[ray_tmp] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not rl_preflight.processes_using([ray_tmp])[ray_tmp]
+            assert list(ray_tmp.glob("ray/session_*/logs/dashboard_agent*"))  # the logs are kept
+            assert (live_tmp / rl_preflight.LAUNCH_PID).is_file()  # the live launch (this process) runs on
+            assert rl_preflight.reap_killed_launches() == []  # done once
+        finally:
+            subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+            for pid in rl_preflight.processes_using([ray_tmp])[ray_tmp]:
+                os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+            shutil.rmtree(live_tmp, ignore_errors=True)

@@ -463,7 +463,10 @@ def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_pref
         **({"MLFLOW_RUN_ID": settings.run_id} if settings.run_id else {}),
     )
     if settings.ray_address is None:  # a local Ray of its own for each run (short: AF_UNIX paths end at 107 bytes)
+        for line in preflight.reap_killed_launches():
+            print(f"preflight: {line}", flush=True)
         env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        Path(env["RAY_TMPDIR"], preflight.LAUNCH_PID).write_text(str(os.getpid()), encoding="utf-8")
         print(f"ray logs: {env['RAY_TMPDIR']}/ray/session_latest/logs")
     # verl imports these in every process (Ray workers inherit this env): metrics that outlive an MLflow outage,
     # a local Ray start that survives a busy machine, and on CPU scripts/rl/cpu_plugin.py.

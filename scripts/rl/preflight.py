@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"
 CPUS_PER_GPU = 3  # verl's ResourcePoolManager reserves these with every GPU bundle (max_colocate_count)
+LAUNCH_PID = "launcher.pid"  # in each launch's RAY_TMPDIR: the launcher's pid, which main_ppo keeps (exec)
 
 
 class LaunchError(Exception):
@@ -361,3 +364,49 @@ def ensure_mlflow_run(
         raise LaunchError(f"MLflow at {uri} refused the request: {exc}{hint}") from exc
     atomic_write(checkpoint_dir / RUN_ID_FILE, run.info.run_id + "\n")
     return uri, run.info.run_id, {}
+
+
+def processes_using(folders: list[Path]) -> dict[Path, list[int]]:
+    """For each folder, the pids whose command line or open files name a path under it. Ray's agents rename
+    themselves (`ray::DashboardAgent`) but keep their logs in the session folder open."""
+    marks = {folder: f"{folder}/" for folder in folders}
+    found: dict[Path, list[int]] = {folder: [] for folder in folders}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            names = [proc.joinpath("cmdline").read_bytes().decode(errors="replace")]
+            fds = list(proc.joinpath("fd").iterdir())
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                names.append(os.readlink(fd))
+        for folder, mark in marks.items():
+            if any(mark in name for name in names):
+                found[folder].append(int(proc.name))
+    return found
+
+
+def reap_killed_launches(tmp_root: Path = Path("/tmp")) -> list[str]:
+    """Stop what earlier launches killed with -9 left of their own Ray: Ray's dashboard and runtime-env agents
+    outlive the driver and stay until the container stops. A launch is dead when the pid in its RAY_TMPDIR's
+    LAUNCH_PID is; a live launch, another user's Ray or a `ray start` cluster (/tmp/ray) is never touched, and
+    the logs are kept. Returns a line per launch cleaned up."""
+    dead = []
+    for pid_file in tmp_root.glob(f"ray-*/{LAUNCH_PID}"):
+        try:
+            os.kill(int(pid_file.read_text(encoding="utf-8")), 0)
+        except ProcessLookupError:
+            dead.append(pid_file.parent)
+        except (OSError, ValueError):  # not ours to judge: another user's, or unreadable
+            continue
+    done = []
+    for folder, pids in processes_using(dead).items() if dead else ():
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if pids:
+            done.append(f"stopped {len(pids)} process(es) a killed launch left (logs kept: {folder})")
+        (folder / LAUNCH_PID).unlink(missing_ok=True)  # looked at once: later launches skip this folder
+    return done
