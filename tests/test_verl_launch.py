@@ -192,7 +192,10 @@ def launch_until_exec(monkeypatch, tiny_model_dir, data_dir, ckpt, uri, *overrid
     )
     with pytest.raises(Exec) as caught:
         rl_launch.launch(s, list(overrides), skip_preflight=True)
-    Path(caught.value.env.pop("RAY_TMPDIR")).rmdir()  # the local Ray's own temp dir: made, empty, unused here
+    ray_tmp = Path(caught.value.env.pop("RAY_TMPDIR"))  # the local Ray's own temp dir: made, unused here
+    assert (ray_tmp / rl_preflight.LAUNCH_PID).read_text() == str(os.getpid())  # the launch that will run there
+    (ray_tmp / rl_preflight.LAUNCH_PID).unlink()
+    ray_tmp.rmdir()
     return caught.value
 
 
@@ -204,8 +207,11 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning:mine")
     ckpt = tmp_path / "models" / "rl" / "ppo-tiny"
     first = launch_until_exec(monkeypatch, tiny_model_dir, gsm8k_data_dir, ckpt, mlflow_uri)
+    # verl's known noise is filtered in every process of the run; a filter of the user's comes after, so it wins
+    assert first.env["PYTHONWARNINGS"] == f"{rl_launch.VERL_NOISE},error::DeprecationWarning:mine"
 
     run_id = (ckpt / "mlflow_run_id").read_text().strip()
     client = MlflowClient(mlflow_uri)
@@ -269,6 +275,20 @@ def test_launch_creates_the_run_and_a_rerun_continues_it(
         launch_until_exec(monkeypatch, tiny_model_dir, gsm8k_data_dir, ckpt, mlflow_uri, "trainer.total_epochs=3")
     assert "changed: trainer.total_epochs" in str(refused.value)
     assert f"delete {ckpt / 'mlflow_run_id'}" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_verls_known_noise_is_filtered_and_nothing_else(verl_python):
+    """verl.workers.engine warns about each engine that is not installed, in every process that imports it; the
+    launch sets VERL_NOISE in PYTHONWARNINGS for all of them (test_verl_cpu_train.py: none in a real run's log)."""
+    importer = [str(verl_python), "-c", "import warnings, verl.workers.engine; warnings.warn('a warning of mine')"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONWARNINGS", "VERL_"))}
+    noisy = subprocess.run(importer, env=env, capture_output=True, text=True, timeout=300).stderr
+    env["PYTHONWARNINGS"] = rl_launch.VERL_NOISE
+    quiet = subprocess.run(importer, env=env, capture_output=True, text=True, timeout=300).stderr
+    assert noisy.count("engine is not available") >= 4 and "megatron engine is not available" in noisy
+    assert "engine is not available" not in quiet
+    assert "UserWarning: a warning of mine" in quiet  # anyone else's warnings still show
 
 
 def test_allow_no_tracking_launches_rl_into_the_local_store(monkeypatch, tmp_path, tiny_model_dir, gsm8k_data_dir):

@@ -38,6 +38,7 @@ FORWARDED = (
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "TRANSFORMERS_OFFLINE",
+    "PYTHONWARNINGS",  # the launcher's filter for verl's known noise (scripts/rl/launch.py VERL_NOISE)
     "VERL_USE_EXTERNAL_MODULES",
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",

@@ -34,6 +34,11 @@ CPU = config.CONFIG_DIR / "cpu.yaml"
 CPU_PLUGIN = "scripts.rl.cpu_plugin"  # what verl imports in every process on CPU (VERL_USE_EXTERNAL_MODULES)
 RESILIENT_MLFLOW = "scripts.lib.resilient_mlflow"  # ... and everywhere: verl's MLflow logging survives an outage
 RAY_START = "scripts.lib.ray_start"  # ... and in the driver: a local Ray start that times out is retried
+# verl's known noise, filtered in every process of a run (Python reads PYTHONWARNINGS at start; a cluster's workers
+# get it through scripts/lib/ray_start.py): verl.workers.engine warns once per engine that is not installed
+# (torchtitan, veomni, automodel, mindspeed, megatron) in every process that imports it, 30+ lines of a CPU PPO log.
+# Only that module's UserWarnings; a filter the user sets comes after it, so it wins.
+VERL_NOISE = "ignore::UserWarning:verl.workers.engine"
 
 
 @dataclass
@@ -474,6 +479,7 @@ def launch(settings: Settings, user: list[str], dry_run: bool = False, skip_pref
     modules = [m for m in settings.external_modules.split(",") if m and m not in ours]
     modules += [RESILIENT_MLFLOW, RAY_START, *([CPU_PLUGIN] if settings.n_gpus == 0 else [])]
     env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
+    env["PYTHONWARNINGS"] = ",".join(w for w in (VERL_NOISE, os.environ.get("PYTHONWARNINGS")) if w)
     if settings.n_gpus == 0:
         env["VERL_PLATFORM"] = "cpu"
     # Ray puts the driver's cwd first on every worker's sys.path: not scripts/ (our names would shadow
