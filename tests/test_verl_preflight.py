@@ -189,7 +189,8 @@ def test_verl_is_execd_from_a_folder_without_python(tmp_path, tiny_model_dir, gs
     modules = "scripts.lib.resilient_mlflow,scripts.lib.ray_start,scripts.rl.cpu_plugin"
     assert seen["env"]["VERL_USE_EXTERNAL_MODULES"] == modules
     assert Path(seen["env"]["RAY_TMPDIR"]).parent == Path("/tmp")  # a Ray of its own, short socket paths
-    Path(seen["env"]["RAY_TMPDIR"]).rmdir()
+    (pid_file := Path(seen["env"]["RAY_TMPDIR"], rl_preflight.LAUNCH_PID)).unlink()  # the launch's pid, for the next
+    pid_file.parent.rmdir()
 
 
 # --- the test environment imports the default trainer path ----------------------------------------

@@ -17,6 +17,7 @@ import sys
 from scripts.eval.capability_suite import DEFAULT_SUITE, load_suite, prefetch_suite, run_suite
 from scripts.eval.evaluation import BACKENDS, resolve_backend
 from scripts.lib.atomic import atomic_write
+from scripts.lib.gpus import GpuMemoryError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="tasks, few-shot settings and limits")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm if it runs here, else hf")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend: requests per forward pass")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm backend on a GPU")
     args = parser.parse_args(argv)
     if not args.prefetch and not (args.model and args.output):
         parser.error("--model and --output are required (or --prefetch)")
@@ -36,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.prefetch:
             print("capability suite data cached:", ", ".join(prefetch_suite(suite)))
             return 0
-        results = run_suite(args.model, suite, backend=resolve_backend(args.backend), batch_size=args.batch_size)
-    except (OSError, ValueError) as exc:
+        backend = resolve_backend(args.backend)
+        share = args.gpu_memory_utilization
+        results = run_suite(args.model, suite, backend, batch_size=args.batch_size, gpu_memory_utilization=share)
+    except (OSError, ValueError, GpuMemoryError) as exc:
         print(f"capability.py: error: {exc}", file=sys.stderr)
         return 2
     payload = {"model": args.model, "suite": suite, "tasks": results}

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from scripts.lib import vllm_cpu
+from scripts.lib import gpus, vllm_cpu
 from scripts.lib.paths import REPO_ROOT, under_repo
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,13 @@ def prefetch_suite(suite: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(tasks)
 
 
-def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf", batch_size: int = 8) -> dict:
+def run_suite(
+    model: str,
+    suite: dict[str, dict[str, Any]],
+    backend: str = "hf",
+    batch_size: int = 8,
+    gpu_memory_utilization: float = 0.85,
+) -> dict:
     """Score `model` on every task of `suite`; {task: {metric, value, stderr, n, num_fewshot}}.
 
     The model is loaded once (vLLM wherever it runs: a GPU, or a CPU with `vllm-cpu`; else transformers) and
@@ -81,8 +87,10 @@ def run_suite(model: str, suite: dict[str, dict[str, Any]], backend: str = "hf",
     from lm_eval.tasks import TaskManager
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "vllm" and device == "cuda":
-        model_args = f"pretrained={model},dtype=bfloat16,gpu_memory_utilization=0.85,max_model_len=4096"
+    if backend == "vllm" and device == "cuda":  # the first visible GPU: its share must be free (else who holds it)
+        gpus.require_free(gpus.visible()[:1], gpu_memory_utilization, "--gpu-memory-utilization")
+        share = f"gpu_memory_utilization={gpu_memory_utilization}"
+        model_args = f"pretrained={model},dtype=bfloat16,{share},max_model_len=4096"
     elif backend == "vllm":  # vllm-cpu: as scripts/eval/evaluation.py starts it on CPU
         vllm_cpu.alias_version()  # lm_eval/models/vllm_causallms.py reads version("vllm") on import
         # The model's own context length (no 4096 cap: the tiny test model has 2048).

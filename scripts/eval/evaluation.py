@@ -19,7 +19,7 @@ from data.readiness import prepare_command, stale_prompt
 from rewards import REWARDS
 from rewards.gsm8k import canonical_number
 from scripts.eval.stats import wilson_interval
-from scripts.lib import vllm_cpu
+from scripts.lib import gpus, vllm_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,8 @@ def generate_vllm(
     """Greedy completions with vLLM (`LLM.chat` applies the model's chat template): bf16 on a GPU, fp32 on CPU."""
     import torch
 
+    if torch.cuda.is_available():  # vLLM uses the first visible GPU: its share must be free (else who holds it)
+        gpus.require_free(gpus.visible()[:1], gpu_memory_utilization, "--gpu-memory-utilization")
     try:
         from vllm import LLM, SamplingParams
     except ImportError as exc:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from data.readiness import RL_FILES, DataNotReady, check_data
+from scripts.lib import gpus
 from scripts.lib.atomic import atomic_write
 from scripts.lib.checkpoints import latest_step
 from scripts.lib.mlflow_health import check_mlflow
@@ -58,46 +59,24 @@ def prepare_data(data_dir: Path, source: str) -> None:
         raise LaunchError(f"data prep ran but {data_dir} is still not usable: {status[1]}")
 
 
-def smi(*query: str) -> list[list[str]]:
-    """nvidia-smi's CSV rows ([] without nvidia-smi)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    out = subprocess.run(
-        ["nvidia-smi", *query, "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
-
-
 def check_gpus(n_gpus: int, cfg) -> str:
     """N_GPUS visible here, each with vLLM's gpu_memory_utilization share free (else: who holds it)."""
-    gpus = smi("--query-gpu=index,uuid,memory.total,memory.free,name")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").strip()  # narrows what nvidia-smi lists
-    gpus = gpus if visible in ("", "all") else gpus[: len([d for d in visible.split(",") if d.strip()])]
-    if len(gpus) < n_gpus:
-        seen = f"{len(gpus)} ({'; '.join(g[4] for g in gpus)})" if gpus else "none (nvidia-smi finds no GPU)"
-        fix = f"set N_GPUS={len(gpus)} (GPUs per node)" if gpus else "set N_GPUS=0 to train on CPU (cpu.yaml)"
+    found = gpus.visible()
+    if len(found) < n_gpus:
+        seen = f"{len(found)} ({'; '.join(g[4] for g in found)})" if found else "none (nvidia-smi finds no GPU)"
+        fix = f"set N_GPUS={len(found)} (GPUs per node)" if found else "set N_GPUS=0 to train on CPU (cpu.yaml)"
         raise LaunchError(
             f"N_GPUS={n_gpus} but this node sees {seen}: {fix}, or give the container the GPUs "
             "(N_GPUS in .env: the first N_GPUS)"
         )
-    if len(gpus) > n_gpus:
-        logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(gpus), n_gpus)
+    if len(found) > n_gpus:
+        logger.warning("this node sees %d GPUs and N_GPUS=%d: the other GPUs stay idle", len(found), n_gpus)
     ratio = float(cfg.actor_rollout_ref.rollout.gpu_memory_utilization)
-    for index, uuid, total, free, _ in gpus[:n_gpus]:
-        if float(free) < (need := ratio * float(total)):
-            apps = smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
-            users = [f"pid {pid} {name} ({used} MiB)" for gpu, pid, name, used in apps if gpu == uuid]
-            raise LaunchError(
-                f"GPU {index} has {float(free):.0f} of {float(total):.0f} MiB free; vLLM needs actor_rollout_ref."
-                f"rollout.gpu_memory_utilization={ratio} x {float(total):.0f} = {need:.0f} MiB free. Held by: "
-                f"{'; '.join(users) or 'a process nvidia-smi cannot see (another container?)'}. Stop it (a notebook "
-                "kernel left running is the usual one: Kernel > Shut Down) or lower gpu_memory_utilization"
-            )
-    return f"{n_gpus} x {gpus[0][4]}, each with >= {ratio:.0%} of its memory free"
+    try:
+        gpus.require_free(found[:n_gpus], ratio, "actor_rollout_ref.rollout.gpu_memory_utilization")
+    except gpus.GpuMemoryError as exc:
+        raise LaunchError(str(exc)) from None
+    return f"{n_gpus} x {found[0][4]}, each with >= {ratio:.0%} of its memory free"
 
 
 def check_world_size(checkpoint_dir: Path, world_size: int) -> str:
