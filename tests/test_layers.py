@@ -106,3 +106,32 @@ def test_no_module_imports_an_entry_point():
     assert {"scripts.eval.evaluate", "scripts.rl.launch", "data.prepare_gsm8k"} <= entry_points
     wrong = {module: sorted(GRAPH[module] & entry_points) for module in GRAPH if GRAPH[module] & entry_points}
     assert not wrong, f"entry points are run (python -m), not imported: {wrong}"
+
+
+def top_level_names(path: Path) -> set[str]:
+    """What a module defines or imports at its top level (what `from it import name` can take)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def test_every_import_of_a_project_module_names_something_it_has():
+    """`from scripts.eval import vllm_cpu` after vllm_cpu moved to scripts.lib broke `make bench` unnoticed: no test
+    imports the benchmarks. Every `from <project module> import name` must name a submodule or a top-level name."""
+    paths = modules()
+    wrong = []
+    for module, path in sorted(paths.items()):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in paths:
+                have = top_level_names(paths[node.module])
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" not in paths and alias.name not in have | {"*"}:
+                        wrong.append(f"{module}: from {node.module} import {alias.name}")
+    assert not wrong, wrong

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from data.prompt import user_message
-from scripts.eval import evaluation, vllm_cpu
+from scripts.eval import evaluation
+from scripts.lib import vllm_cpu
 from scripts.lib.tiny_model import FIXTURE, build_tiny_model
 
 
