@@ -8,7 +8,7 @@
 #                `N_GPUS=0 PYTHON=.venv-verl/bin/python bash scripts/run_ppo.sh` and the CPU training tests
 #   make lint    ruff + shellcheck only
 #   make lock    re-resolve requirements/test.lock from requirements/test.in
-#   make bench   print the benchmarks' numbers (reward, SFT packing, evaluation on vLLM vs HF)
+#   make bench   print the benchmarks' numbers (reward, SFT packing, evaluation on vLLM vs HF, vLLM's compile cache)
 #   make test-stack   the stack on a real container engine (tests/test_compose_engine.py): uses the Docker engine that
 #                answers, else installs and starts podman (root, apt); unless the machine has GPUs, the CPU variant
 #                through its air-gapped option (CPU_BASE_IMAGE, WHEELHOUSE below: their scripts build them, cached);
@@ -95,6 +95,7 @@ bench: venv venv-verl
 	$(BIN)/python -m scripts.bench.reward
 	$(BIN)/python -m scripts.bench.sft_packing
 	$(VERL_VENV)/bin/python -m scripts.bench.eval_backends
+	$(VERL_VENV)/bin/python -m scripts.bench.compile_cache
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache
