@@ -417,11 +417,11 @@ def test_sft_keeps_the_knobs_old_name_for_papermill_callers():
 # --- docs/rl.md --------------------------------------------------------------------------------------------
 
 
-def test_the_docs_fits_table_is_the_estimators():
-    """docs/rl.md's "What fits" table is what `fits_table()` prints; on a mismatch, paste the table below there."""
-    text = (REPO / "docs" / "rl.md").read_text()
+def test_the_readmes_fits_table_is_the_estimators():
+    """The README's "what fits" table is what `fits_table()` prints; on a mismatch, paste the table below there."""
+    text = (REPO / "README.md").read_text()
     found = re.search(r"<!-- fits-table:[^>]*-->\n(.*?)\n<!-- /fits-table -->", text, re.S)
-    assert found, "docs/rl.md has no fits-table markers"
+    assert found, "README.md has no fits-table markers"
     table = rl_launch.fits_table()
-    assert found.group(1) == table, f"docs/rl.md's table is stale; the estimator's:\n{table}"
+    assert found.group(1) == table, f"the README's table is stale; the estimator's:\n{table}"
     assert "| `qwen2.5-7b` | ppo | **no**" in table and "| `qwen2.5-0.5b` | ppo | fits" in table
