@@ -7,8 +7,9 @@ and a real MLflow server, from the same verl_configs/*_gsm8k.yaml as a GPU run p
 (verl_configs/cpu.yaml is added by the launcher). vLLM starts from dummy (random) weights, as on the GPU server,
 so its log-probs match the actor's only if verl's weight sync really moved the trained weights into it: each
 step's `training/rollout_probs_diff_max` (verl's rollout-vs-actor check) must stay under MAX_LOGPROB_DIFF.
-PPO (critic on) for 3 steps, killed as soon as a checkpoint lands (step 1, or step 2 on a loaded machine where the
-kill lands late); the same command again resumes from that checkpoint and finishes step 3 in the same MLflow run.
+PPO (critic on) for 3 steps, killed (`kill -9 <pid>`) as soon as a checkpoint lands (step 1, or step 2 on a loaded
+machine where the kill lands late); the same command again stops what the killed run left of its Ray, resumes
+from that checkpoint and finishes step 3 in the same MLflow run.
 Then scripts.eval.evaluate (HF backend) on the last checkpoint and scripts.eval.report. Two launches, because
 each costs a Ray and a vLLM start-up (minutes on two cores).
 GRPO (no critic) trains through the same rollout in the speedrun on the CPU stack
@@ -32,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from scripts.lib.checkpoints import latest_step
+from scripts.rl.preflight import processes_using
 
 REPO = Path(__file__).resolve().parent.parent
 # A GPU run's configs, shrunk: 2 prompts x 2 answers of <= 16 tokens per step, a checkpoint every step,
@@ -101,18 +103,14 @@ def ray_logs(tmp_path):
                 shutil.rmtree(line.split()[2].split("/ray/")[0], ignore_errors=True)
 
 
-def stop(proc: subprocess.Popen, log: Path | None = None) -> None:
-    """kill -9 the whole run, as a crash or an OOM kill would: the launcher's process group, then whatever of its
-    own Ray (named by the `ray logs:` line, its RAY_TMPDIR) lives outside that group. Not Ctrl-C: in CI a run
-    sent SIGINT after its step-1 checkpoint went on to finish all 3 steps."""
+def stop(proc: subprocess.Popen) -> None:
+    """kill -9 a run that is stuck, with everything in its process group (what is left of its Ray, the next
+    launch stops)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
-    for line in log.read_text(errors="replace").splitlines() if log else []:
-        if line.startswith("ray logs: /tmp/ray-"):
-            subprocess.run(["pkill", "-9", "-f", line.split()[2].split("/ray/")[0]], check=False)
 
 
 def wait_for(proc: subprocess.Popen, log: Path, done, timeout: float = LAUNCH_TIMEOUT) -> float:
@@ -175,10 +173,13 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     ckpt, log = tmp_path / "ppo", tmp_path / "ppo.log"
     first = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(first, log, lambda: step(ckpt) >= 1)
-    stop(first, log)  # killed mid-run, after a checkpoint (step 1, or 2 where the kill lands late)
+    first.kill()  # kill -9 <pid>: main_ppo, mid-run, after a checkpoint (step 1, or 2 where the kill lands late)
+    first.wait(timeout=30)
     note("ppo_first_launch_to_step1_s", round(took))
     killed_at = step(ckpt)
     assert killed_at in (1, 2) and (ckpt / f"global_step_{killed_at}" / "critic").is_dir()
+    ray_logs_line = next(ln for ln in log.read_text().splitlines() if ln.startswith("ray logs: /tmp/ray-"))
+    killed_ray = Path(ray_logs_line.split()[2].split("/ray/")[0])  # the killed launch's RAY_TMPDIR
 
     second = launch("ppo", ckpt, tiny_model_dir, gsm8k_data_dir, mlflow_uri, log, verl_python)
     took = wait_for(second, log, lambda: second.poll() is not None)
@@ -186,6 +187,14 @@ def test_ppo_trains_checkpoints_resumes_into_the_same_run_and_evaluates(
     text = log.read_text(errors="replace")
     assert second.returncode == 0, text[-6000:]
     assert f"resume      from global_step_{killed_at}" in text  # the launcher's summary, then verl's own resume
+    # What the killed launch left of its Ray (its agents outlive main_ppo) was stopped by the second launch.
+    reaped = [ln for ln in text.splitlines() if ln.startswith("preflight: stopped ")]
+    note("ppo_killed_launch_leftovers", reaped)
+    assert reaped and reaped[0].endswith(f"a killed launch left (logs kept: {killed_ray})")
+    assert not processes_using([killed_ray])[killed_ray]
+    # verl's known noise (scripts/rl/launch.py VERL_NOISE) is filtered in every process of both launches
+    assert "engine is not available" not in text
+    note("ppo_log_lines_two_launches", text.count("\n"))
     assert step(ckpt) == 3
     for n in (1, 2, 3):
         assert loadable(ckpt / f"global_step_{n}" / "actor" / "huggingface")
