@@ -1,5 +1,6 @@
-"""vLLM claims a share of a GPU's memory at start: the RL launch, evaluation and the capability check first make
-sure the share is free, and name who holds it when it is not (scripts/lib/gpus.py).
+"""vLLM claims a share of a GPU's memory at start: evaluation and the capability check first make sure the share
+is free, and name who holds it when it is not, with the RL launcher's check (scripts/lib/gpus.py; the launcher's
+own use: tests/test_verl_preflight.py::test_busy_gpu_names_the_process_holding_it).
 
 No GPU here: `nvidia-smi` is a script on PATH answering the two queries as the driver's does (an H100 with a
 notebook kernel holding 60 GiB), and CUDA is reported available where the code asks torch.
@@ -12,12 +13,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from scripts.eval import capability_suite, evaluation
 from scripts.lib import gpus
-from scripts.rl import preflight
-from scripts.rl.preflight import LaunchError
 
 H100 = "81559"
 BUSY = "GPU-6f1e3c1a-0000-4000-8000-000000000000"
@@ -69,14 +67,3 @@ def test_the_gpu_cuda_uses_is_the_one_checked(two_gpus, monkeypatch):
     gpus.require_free(gpus.visible()[:1], 0.2, "x")  # a share that fits the busy GPU passes there too
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     gpus.require_free(gpus.visible()[:1], 0.2, "--gpu-memory-utilization")
-
-
-def test_the_rl_launch_refuses_with_the_same_words(two_gpus):
-    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": {"gpu_memory_utilization": 0.5}}})
-    with pytest.raises(LaunchError) as busy:
-        preflight.check_gpus(2, cfg)
-    msg = str(busy.value)
-    assert "vLLM needs actor_rollout_ref.rollout.gpu_memory_utilization=0.5 x 81559 = 40780 MiB free" in msg
-    assert f"Held by: {HOLDER}" in msg
-    with pytest.raises(LaunchError, match="N_GPUS=3 but this node sees 2 .*set N_GPUS=2"):
-        preflight.check_gpus(3, cfg)
