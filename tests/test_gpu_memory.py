@@ -44,7 +44,7 @@ def two_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
 
-def test_evaluation_names_the_process_holding_the_gpu(two_gpus, gsm8k_data_dir, tiny_model_dir):
+def test_evaluation_names_the_process_holding_the_gpu(two_gpus, tiny_model_dir):
     with pytest.raises(gpus.GpuMemoryError) as busy:
         evaluation.generate_vllm(tiny_model_dir, [[{"role": "user", "content": "1+1?"}]])
     msg = str(busy.value)
