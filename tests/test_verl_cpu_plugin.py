@@ -68,13 +68,16 @@ def weight_sync(load):
         except Exception as exc:
             errors["receiver"] = str(exc)
 
-    threading.Thread(target=receive, daemon=True).start()
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
     start = time.monotonic()
     try:
         asyncio.run(BucketedWeightSender(handle, bucket_size_mb=1, use_shm=True).async_send_weights(iter(weights)))
     except Exception as exc:
         errors["sender"] = str(exc)
-    return errors.get("sender"), errors.get("receiver"), round(time.monotonic() - start, 1)
+    seconds = round(time.monotonic() - start, 1)
+    receiver.join(timeout=2)  # the receiver raises just after its last reply, which may come after the sender returns
+    return errors.get("sender"), errors.get("receiver"), seconds
 
 
 def fails_to_load(bucket, is_last):
