@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import time
 
 import pytest
 from hypothesis import assume, given, settings
@@ -13,6 +12,7 @@ import data.prompt
 import rewards
 import rewards.gsm8k
 from rewards.gsm8k import canonical_number, compute_score, extract_answer
+from tests.timing import fastest
 
 KEYS = {"score", "acc", "pred"}
 
@@ -193,18 +193,16 @@ HOSTILE = [
 @pytest.mark.parametrize("mode", ["strict", "flexible"])
 @pytest.mark.parametrize("response", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_input_scores_zero_fast(response, mode):
-    start = time.perf_counter()
-    result = compute_score("openai/gsm8k", response, "72", mode=mode)
-    elapsed = time.perf_counter() - start
+    result, elapsed = fastest(lambda: compute_score("openai/gsm8k", response, "72", mode=mode))
     assert result == {"score": 0.0, "acc": 0.0, "pred": ""}
     assert elapsed < 0.05, f"{elapsed * 1e3:.1f} ms"
 
 
 def test_megabyte_response_with_answer_far_from_the_end():
     response = "#### 72\n" + "The reasoning goes on and on. " * 35_000  # ~1 MB after the marker
-    start = time.perf_counter()
-    assert score(response, "72") == {"score": 1.0, "acc": 1.0, "pred": "72"}
-    assert time.perf_counter() - start < 0.02
+    result, seconds = fastest(lambda: score(response, "72"))
+    assert result == {"score": 1.0, "acc": 1.0, "pred": "72"}
+    assert seconds < 0.02
 
 
 @pytest.mark.parametrize("truth", [None, "", "abc", 72, "12,500", " 72 "])
