@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from notebooks import sft
 from scripts.eval import run_all
 from scripts.lib import model_presets
-from scripts.lib.paths import VERL_CONFIGS
+from scripts.lib.paths import VERL_CONFIGS, algorithms
 from scripts.rl import config as rl_config
 from scripts.rl import launch as rl_launch
 from scripts.rl import memory
@@ -323,15 +323,20 @@ def test_an_sft_checkpoint_of_another_preset_is_refused(tmp_path, monkeypatch, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("algo", algorithms())
 @pytest.mark.parametrize("name", PRESETS)
-def test_a_dry_run_of_each_preset_passes_verls_own_checks(name, capsys, monkeypatch, tmp_path, tiny_model_dir):
-    """The whole dry run (verl's validate_config and reward loader included) on 4 GPUs, the reference hardware."""
+def test_every_algorithm_dry_runs_with_every_preset_through_verls_own_checks(
+    name, algo, capsys, monkeypatch, tmp_path, tiny_model_dir
+):
+    """`MODEL=<preset> bash scripts/run_rl.sh <algo> --dry-run` for every pair: the whole dry run (verl's
+    validate_config and reward loader included) on 4 GPUs, the reference hardware, fits and keeps the preset."""
     for var, value in knobs(tmp_path, tiny_model_dir, MODEL=name, N_GPUS="4").items():
         monkeypatch.setenv(var, value)
     for var in ("RAY_ADDRESS", "BASE_MODEL", "NNODES", "EXPERIMENT", "REWARD"):
         monkeypatch.delenv(var, raising=False)
-    assert rl_launch.main(["--algo", "ppo", "--dry-run"]) == 0, capsys.readouterr().err
+    assert rl_launch.main(["--algo", algo, "--dry-run"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
+    assert f"verl {algo.upper()} on GSM8K, dry run" in out
     assert "    peak      " in out and ": fits" in out and f"{name}'s shapes" in out
     resolved = OmegaConf.load(tmp_path / "ckpt" / "dry_run_config.yaml")
     assert all(OmegaConf.select(resolved, k) == v for k, v in rl_config.leaves(model_presets.preset(name).rl))

@@ -246,7 +246,7 @@ def test_reward_chosen_by_name_reaches_verl(
         "name": "compute_score",
         "reward_kwargs": {"mode": "flexible"},
     }
-    # A plain override of the kwargs key gsm8k_base.yaml sets still wins over the name.
+    # A plain override of a kwarg the registry entry sets still wins over the name.
     rc, out, err = main(
         capsys,
         tiny_model_dir,
