@@ -165,8 +165,7 @@ def test_a_new_reward_is_one_function_and_one_registry_line_then_trained_and_mea
 
     # Measured: evaluation scores every answer with it, by its registry name.
     problems = [evaluation.Problem(i, f"q{i}", str(i), []) for i in range(3)]
-    result = evaluation.score(
-        problems, ["0 + 0 = 0\n#### 0", "so #### 1", "#### 7"], model="m", data="/data/gsm8k/test.parquet", backend="hf"
-    )
+    answers = ["0 + 0 = 0\n#### 0", "so #### 1", "#### 7"]
+    result = evaluation.score(problems, answers, model="m", data="/data/gsm8k/test.parquet", backend="hf")
     assert result.accuracy["exact_line"] == pytest.approx(1 / 3)
     assert result.accuracy["gsm8k_strict"] == pytest.approx(2 / 3)
