@@ -334,3 +334,49 @@ def test_lora_trains_an_adapter_and_saves_it_with_the_merged_model(tiny_model_di
     from scripts.lib.checkpoints import read_sft_manifest
 
     assert read_sft_manifest(cfg.manifest_file)["path"] == out  # what run_ppo.sh starts from: the merged model
+
+
+@pytest.mark.gpu
+def test_qlora_trains_an_adapter_on_a_4bit_base_and_hands_over_a_full_precision_merged_model(
+    tiny_model_dir, gsm8k_data_dir, tmp_path
+):
+    """quantization = "4bit": the frozen base loads in NF4 (bitsandbytes), only the adapter trains, and the merged
+    model is the adapter on a fresh full-precision base (bf16 on GPU), loadable with no quantization config."""
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    cfg = _cfg(
+        tmp_path,
+        model=str(tiny_model_dir),
+        data_dir=str(gsm8k_data_dir),
+        manifest_path=str(tmp_path / "latest.json"),
+        quantization="4bit",
+        lora_rank=8,
+        lora_alpha=16,
+        learning_rate=1e-2,
+        max_steps=2,
+        per_device_train_batch_size=4,
+    )
+    train_dataset, _ = sft.load_sft_datasets(cfg, sft.check_data(cfg))
+    model, tokenizer = sft.load_model(cfg)
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())  # the base is in 4 bits
+    trainer = sft.build_trainer(cfg, model, tokenizer, train_dataset, report_to=())
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    assert 0 < trainable < total / 2
+    trainer.train()
+    out = sft.save_checkpoint(trainer.model, tokenizer, cfg)
+
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["peft_type"], adapter["r"], adapter["lora_alpha"]) == ("LORA", 8, 16)
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config  # vLLM and verl load it as a plain bf16 model
+    merged = load_file(out / "model.safetensors")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert merged[key].dtype == torch.bfloat16 and not any("lora" in k for k in merged)
+    lora = load_file(out / "adapter" / "adapter_model.safetensors")
+    a, b = (lora[f"base_model.model.{key.removesuffix('.weight')}.lora_{x}.weight"].float() for x in "AB")
+    assert b.abs().max() > 0  # trained (B starts at zero)
+    # merged = base + alpha/r * B @ A, on the full-precision base (not the NF4 one), rounded to bf16
+    torch.testing.assert_close(merged[key].float(), base[key] + 16 / 8 * b @ a, atol=1e-3, rtol=1e-2)
