@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from datetime import UTC, datetime, timedelta
@@ -198,3 +199,14 @@ def test_notebook_shows_plots_and_frees_memory_last(executed):
     assert len(images) >= 2  # loss curve, before/after accuracy
     last = "".join(o.get("text", "") for o in cells[-1].outputs)
     assert "free_gpu_memory" in cells[-1].source and "Shut the kernel down" in last
+
+
+@pytest.mark.slow
+def test_the_setup_cell_says_what_the_run_holds_and_what_its_device_has_free(executed):
+    setup = next(c for c in executed.notebook.cells if "sft_memory.check(cfg)" in c.source)
+    printed = "".join(o.get("text", "") for o in setup.outputs)
+    assert re.search(
+        r"memory: full fine-tuning of .+ holds \d+\.\d GiB before activations \(fp32 weights .+\); "
+        r"host memory \(no GPU\) has \d+\.\d of \d+\.\d GiB free: \d+\.\d GiB left for activations",
+        printed,
+    ), printed

@@ -3,7 +3,8 @@
 vLLM pre-allocates `gpu_memory_utilization` x a GPU's memory at start. With less free (a notebook kernel left
 running after SFT, another job, a second evaluation) it fails minutes later with a CUDA out-of-memory error that
 names no one. The RL launcher (scripts/rl/preflight.py), evaluation (scripts/eval/evaluation.py) and the
-capability check (scripts/eval/capability_suite.py) ask here first.
+capability check (scripts/eval/capability_suite.py) ask here first; the SFT notebook's memory check
+(notebooks/sft_memory.py) names who holds a GPU it finds full.
 """
 
 from __future__ import annotations
@@ -43,16 +44,20 @@ def visible() -> list[list[str]]:
     return [by_id[d] for d in ids] if all(d in by_id for d in ids) else gpus[: len(ids)]
 
 
+def holders(uuid: str) -> str:
+    """The processes holding memory on the GPU `uuid`: "pid 123 python (4000 MiB); ..." ("" when none is seen)."""
+    apps = smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
+    return "; ".join(f"pid {pid} {name} ({used} MiB)" for gpu, pid, name, used in apps if gpu == uuid)
+
+
 def require_free(gpus: list[list[str]], ratio: float, knob: str) -> None:
     """Each of `gpus` has `ratio` of its memory free, else GpuMemoryError naming the GPU, the numbers, the
     processes holding it and `knob` (the setting that lowers the share)."""
     for index, uuid, total, free, _ in gpus:
         if float(free) < (need := ratio * float(total)):
-            apps = smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
-            users = [f"pid {pid} {name} ({used} MiB)" for gpu, pid, name, used in apps if gpu == uuid]
             raise GpuMemoryError(
                 f"GPU {index} has {float(free):.0f} of {float(total):.0f} MiB free; vLLM needs {knob}={ratio} x "
                 f"{float(total):.0f} = {need:.0f} MiB free. Held by: "
-                f"{'; '.join(users) or 'a process nvidia-smi cannot see (another container?)'}. Stop it (a notebook "
+                f"{holders(uuid) or 'a process nvidia-smi cannot see (another container?)'}. Stop it (a notebook "
                 f"kernel left running is the usual one: Kernel > Shut Down) or lower {knob}"
             )

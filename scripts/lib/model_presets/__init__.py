@@ -4,7 +4,8 @@ One YAML file per preset, `verl_configs/models/<name>.yaml` (the folder is the l
 model's size, every value with its source:
 
     id    the Hugging Face hub id; the default preset's is the one place the default model's id is written
-    arch  the shapes scripts/rl/memory.py's estimate needs, from the model's config.json on the hub
+    arch  the shapes the memory estimates need (RL: scripts/rl/memory.py; SFT: notebooks/sft_memory.py), from the
+          model's config.json on the hub
     sft   values for the SFT notebook's size-dependent knobs (a knob left None in its parameters cell takes them)
     rl    verl overrides: scripts/rl/launch.py passes them as `++key=value` before the user's overrides
 
@@ -21,13 +22,15 @@ prints the model MODEL and BASE_MODEL choose).
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scripts.lib.paths import VERL_CONFIGS
+from scripts.lib.paths import VERL_CONFIGS, display_path
 
 PRESETS_DIR = VERL_CONFIGS / "models"
 DEFAULT_PRESET = "qwen2.5-0.5b"
@@ -58,6 +61,36 @@ class Arch:
         layer = attention + 3 * self.hidden * self.intermediate + 2 * self.hidden  # + gate/up/down, two RMSNorms
         embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
         return self.layers * layer + self.hidden + embeddings  # + the final RMSNorm
+
+    def projections(self) -> dict[str, tuple[int, int]]:
+        """Each decoder layer's linear projections, by their module names: (in features, out features)."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        mlp_in, mlp_out = (self.hidden, self.intermediate), (self.intermediate, self.hidden)
+        return {
+            "q_proj": (self.hidden, q),
+            "k_proj": (self.hidden, kv),
+            "v_proj": (self.hidden, kv),
+            "o_proj": (q, self.hidden),
+            "gate_proj": mlp_in,
+            "up_proj": mlp_in,
+            "down_proj": mlp_out,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Arch:
+        """The shapes a Qwen2-style config.json gives, `params` counted from them; KeyError names a missing key."""
+        heads = config["num_attention_heads"]
+        shapes = {
+            "layers": config["num_hidden_layers"],
+            "hidden": config["hidden_size"],
+            "intermediate": config["intermediate_size"],
+            "heads": heads,
+            "kv_heads": config.get("num_key_value_heads") or heads,
+            "head_dim": config.get("head_dim") or config["hidden_size"] // heads,
+            "vocab": config["vocab_size"],
+            "tied_embeddings": bool(config.get("tie_word_embeddings", False)),
+        }
+        return cls(params=cls(params=0, **shapes).counted_params(), **shapes)
 
 
 @dataclass(frozen=True)
@@ -93,6 +126,28 @@ def preset_for(model: str) -> Preset | None:
     if model in names():
         return preset(model)
     return next((p for p in map(preset, names()) if p.id.lower() == model.rstrip("/").lower()), None)
+
+
+def arch_of(model: str) -> tuple[Arch | None, str]:
+    """(shapes, where they come from) for `model`: a preset's (by name or hub id), a folder's config.json, or a hub
+    model's config.json already in the local cache; (None, why) when there is none of these (nothing is downloaded).
+    """
+    if found := preset_for(model):
+        return found.arch, f"preset {found.name}"
+    config = Path(model) / "config.json"
+    if not config.is_file() and not Path(model).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+        config = Path(cached) if isinstance(cached, str) else config
+    if Path(model).is_dir() and not config.is_file():
+        return None, f"{display_path(model)} has no config.json"
+    if not config.is_file():
+        return None, f"no config.json for {model} (not a preset, a folder, or a hub model in the local cache)"
+    try:
+        return Arch.from_config(json.loads(config.read_text(encoding="utf-8"))), display_path(str(config))
+    except (KeyError, TypeError, ValueError) as e:
+        return None, f"{display_path(str(config))} is not a Qwen2-style config ({type(e).__name__}: {e})"
 
 
 def resolve(model: str) -> str:
