@@ -105,10 +105,12 @@ def host_memory(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys
     """The host's memory: MemTotal and MemAvailable, capped by this container's cgroup v2 limit when it has one."""
     fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
     total, free = (int(fields[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
-    limit, current = cgroup / "memory.max", cgroup / "memory.current"
-    if limit.is_file() and current.is_file() and limit.read_text().strip() != "max":
-        cap = int(limit.read_text())
-        total, free = min(total, cap), min(free, cap - int(current.read_text()))
+    try:
+        limit, current = ((cgroup / name).read_text().strip() for name in ("memory.max", "memory.current"))
+    except OSError:  # no cgroup v2 files here (cgroup v1, or not mounted): the kernel's numbers stand
+        limit = "max"
+    if limit != "max":
+        total, free = min(total, int(limit)), min(free, int(limit) - int(current))
     return Device("host memory (no GPU)", total / GIB, max(free, 0) / GIB, gpu=False)
 
 

@@ -124,6 +124,8 @@ def test_host_memory_is_the_kernels_and_a_cgroup_limit_caps_it(tmp_path):
     (cgroup / "memory.max").write_text("max\n")
     (cgroup / "memory.current").write_text("0\n")
     assert sft_memory.host_memory(meminfo, cgroup).total_gib == pytest.approx(32768000 / 2**20)
+    no_cgroup_v2 = sft_memory.host_memory(meminfo, tmp_path / "absent")  # cgroup v1: the kernel's numbers stand
+    assert no_cgroup_v2.free_gib == pytest.approx(16384000 / 2**20)
     (cgroup / "memory.max").write_text(f"{8 * 2**30}\n")  # a container limited to 8 GiB, 3 of them in use
     (cgroup / "memory.current").write_text(f"{3 * 2**30}\n")
     capped = sft_memory.host_memory(meminfo, cgroup)
