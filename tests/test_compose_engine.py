@@ -506,7 +506,11 @@ def test_headless_papermill_literally_as_the_docs_say_on_a_fresh_checkout(stack,
     assert executed.is_file() and latest.is_file()
     for path in (executed, latest, *latest.parent.rglob("*")):
         assert path.stat().st_uid == HOST_UID, path  # yours, not root's
-    assert json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]["num_train_epochs"] == 2
+    notebook = json.loads(executed.read_text())
+    assert notebook["metadata"]["papermill"]["parameters"]["num_train_epochs"] == 2
+    setup = next(c for c in notebook["cells"] if "sft_memory.check(cfg)" in "".join(c["source"]))
+    printed = "".join("".join(o.get("text", "")) for o in setup["outputs"])  # the container's memory, its cgroup's
+    assert re.search(r"memory: full fine-tuning of .+ host memory \(no GPU\) has .+ GiB left for activations", printed)
 
 
 # --- MLflow and JupyterLab, from the containers and from the host ------------------------------------------------
