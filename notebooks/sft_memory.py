@@ -21,7 +21,6 @@ may not: the line says how much is left for activations.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,10 @@ from scripts.lib.model_presets import Arch
 if TYPE_CHECKING:
     from notebooks.sft import SFTRunConfig
 
-logger = logging.getLogger(__name__)
-
 GIB = 2**30
-FULL_BYTES = 16  # fp32 weights + fp32 gradients + AdamW's two fp32 moments
-BASE_BYTES = 4  # a frozen fp32 weight (LoRA's base)
-ADAPTER_BYTES = 16  # an fp32 adapter weight, its gradient and its two moments
+FP32_BYTES = 4  # a weight or a gradient (full fine-tuning; LoRA's frozen base)
+ADAM_BYTES = 8  # AdamW's two fp32 moments
+ADAPTER_BYTES = 2 * FP32_BYTES + ADAM_BYTES  # an fp32 adapter weight, its gradient and its moments
 NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # QLoRA's 4-bit weight with its double-quantised block constants
 BF16_BYTES = 2  # what QLoRA leaves unquantised
 CUDA_CONTEXT_GIB = 1.0
@@ -82,12 +79,12 @@ def need(arch: Arch, *, lora_rank: int, target_modules: str | list, quantization
             "bf16 embeddings, LM head and norms": (arch.params - linear) * BF16_BYTES,
         }
     elif lora_rank:
-        parts = {"frozen fp32 weights": arch.params * BASE_BYTES}
+        parts = {"frozen fp32 weights": arch.params * FP32_BYTES}
     else:
         parts = {
-            "fp32 weights": arch.params * 4,
-            "gradients": arch.params * 4,
-            "AdamW moments": arch.params * 8,
+            "fp32 weights": arch.params * FP32_BYTES,
+            "gradients": arch.params * FP32_BYTES,
+            "AdamW moments": arch.params * ADAM_BYTES,
         }
     if adapter:
         parts[f"adapter ({adapter / 1e6:.1f}M parameters, with gradients and moments)"] = adapter * ADAPTER_BYTES

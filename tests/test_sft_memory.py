@@ -95,6 +95,10 @@ def test_a_folder_is_measured_by_its_config_and_an_unknown_model_is_said_not_est
         "memory: not estimated (no config.json for nobody/no-such-model (not a preset, a folder, or a hub model in "
         "the local cache))"
     )
+    missing = tmp_path / "no-such-folder"  # neither a folder nor a hub id: said, and the data check names it
+    assert sft_memory.check(cfg(model=str(missing)), H100).startswith(
+        f"memory: not estimated (no config.json for {missing}"
+    )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
     assert "is not a Qwen2-style config (KeyError: 'num_attention_heads')" in sft_memory.check(
         cfg(model=str(tmp_path)), H100

@@ -134,16 +134,20 @@ def arch_of(model: str) -> tuple[Arch | None, str]:
     """
     if found := preset_for(model):
         return found.arch, f"preset {found.name}"
-    config = Path(model) / "config.json"
-    if not config.is_file() and not Path(model).is_dir():
+    if Path(model).is_dir():
+        config = Path(model) / "config.json"
+        if not config.is_file():
+            return None, f"{display_path(model)} has no config.json"
+    else:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(model, "config.json")
-        config = Path(cached) if isinstance(cached, str) else config
-    if Path(model).is_dir() and not config.is_file():
-        return None, f"{display_path(model)} has no config.json"
-    if not config.is_file():
-        return None, f"no config.json for {model} (not a preset, a folder, or a hub model in the local cache)"
+        try:
+            cached = try_to_load_from_cache(model, "config.json")
+        except ValueError:  # not a hub id either (a folder that does not exist): the data check names it
+            cached = None
+        if not isinstance(cached, str):
+            return None, f"no config.json for {model} (not a preset, a folder, or a hub model in the local cache)"
+        config = Path(cached)
     try:
         return Arch.from_config(json.loads(config.read_text(encoding="utf-8"))), display_path(str(config))
     except (KeyError, TypeError, ValueError) as e:
